@@ -1,0 +1,1 @@
+"""Persistence: records through SQLAlchemy (+ Alembic) and readings through a time-series backend."""

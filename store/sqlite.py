@@ -1,0 +1,480 @@
+"""The embedded readings store: one SQLite file in WAL mode, raw readings for N days, hourly for ever.
+
+Layout::
+
+    series(id, device, metric, unit, room)           one row per (device, metric)
+    readings(series_id, ts ms, value)                 raw, WITHOUT ROWID, PK (series_id, ts)
+    hourly(series_id, hour s, min, max, sum, count)   rolled up from raw, kept for ever
+    rollup_pending(series_id, hour s)                 hours written to since their last rollup
+    meta(key, value)                                  purged_before: raw older than this is gone
+
+Every call runs on one dedicated thread that owns the one connection, so the event loop never
+blocks on disk and SQLite never sees two writers from this process.
+
+Rollup is recomputed from raw for each pending hour, so it is idempotent and a redelivered reading
+(ignored by ``INSERT OR IGNORE``) is never counted twice. A pending hour is rolled up once it is fully
+in the past; retention then deletes raw readings of whole hours only, after they were rolled up. A
+reading older than the purge horizon (``purged_before``) is not stored: its hour can no longer be
+recomputed from raw, and adding it to the hourly row could count a redelivery twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.clock import Clock, SystemClock
+from core.types import Reading
+from store.timeseries import SeriesPoint, StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+HOUR_MS = 3_600_000
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id     INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    unit   TEXT NOT NULL,
+    room   TEXT NOT NULL,
+    UNIQUE (device, metric)
+);
+CREATE TABLE IF NOT EXISTS readings (
+    series_id INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    value     REAL NOT NULL,
+    PRIMARY KEY (series_id, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hourly (
+    series_id INTEGER NOT NULL,
+    hour      INTEGER NOT NULL,
+    min       REAL NOT NULL,
+    max       REAL NOT NULL,
+    sum       REAL NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (series_id, hour)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_pending (
+    series_id INTEGER NOT NULL,
+    hour      INTEGER NOT NULL,
+    PRIMARY KEY (series_id, hour)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+# One index seek per series (measured: 6.7 ms for 2,000 series over 10 M rows); never GROUP BY/MAX.
+LATEST_SQL = "SELECT ts, value FROM readings WHERE series_id = ? ORDER BY ts DESC LIMIT 1"
+_INSERT_SQL = "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES "
+_PENDING_SQL = "INSERT OR IGNORE INTO rollup_pending (series_id, hour) VALUES "
+# Rows per INSERT statement. executemany steps once per row and releases the GIL at every step, so a
+# writer thread beside a busy MQTT thread waits for the GIL once per row (measured: 13 µs a row under
+# load); one multi-row statement steps once per chunk. 300 × 3 parameters stay under SQLite's 999.
+_CHUNK = 300
+
+
+@functools.cache
+def _values_sql(prefix: str, width: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return prefix + ", ".join([row] * rows)
+
+
+def _insert_rows(conn: sqlite3.Connection, prefix: str, width: int, flat: list[Any]) -> None:
+    """INSERT flat (row after row, width values each) in multi-row statements."""
+    step = _CHUNK * width
+    for i in range(0, len(flat), step):
+        chunk = flat[i : i + step]
+        conn.execute(_values_sql(prefix, width, len(chunk) // width), chunk)
+
+
+# Recompute every pending hour that is fully in the past from raw. REPLACE makes it idempotent.
+_ROLLUP_SQL = """
+INSERT OR REPLACE INTO hourly (series_id, hour, min, max, sum, count)
+SELECT p.series_id, p.hour, MIN(r.value), MAX(r.value), SUM(r.value), COUNT(*)
+FROM rollup_pending AS p
+JOIN readings AS r ON r.series_id = p.series_id AND r.ts >= p.hour * 1000 AND r.ts < p.hour * 1000 + 3600000
+WHERE p.hour <= :cutoff
+GROUP BY p.series_id, p.hour
+"""
+
+# Raw points, and hourly rows for the range before the purge horizon (raw is gone there).
+_RAW_SQL = """
+WITH pend AS (SELECT hour FROM rollup_pending WHERE series_id = :sid)
+SELECT t, mean, mn, mx, n FROM (
+    SELECT h.hour * 1000 AS t, h.sum / h.count AS mean, h.min AS mn, h.max AS mx, h.count AS n
+    FROM hourly AS h
+    WHERE h.series_id = :sid AND h.hour >= :h0 AND h.hour < :end_s AND h.hour < :purged
+      AND h.hour NOT IN pend
+    UNION ALL
+    SELECT ts, value, value, value, 1
+    FROM readings
+    WHERE series_id = :sid AND ts >= :start_ms AND ts < :end_ms
+)
+ORDER BY t
+LIMIT :limit
+"""
+
+# Aggregates per step. An hour comes from `hourly` when it is rolled up (not pending) and either its
+# raw readings are purged or the step is whole hours and the hour lies fully inside [start, end);
+# every other reading comes from raw. The two sets are disjoint, so nothing is counted twice.
+_AGG_SQL = """
+WITH pend AS (SELECT hour FROM rollup_pending WHERE series_id = :sid)
+SELECT b, SUM(sm) / SUM(n), MIN(mn), MAX(mx), SUM(n) FROM (
+    SELECT (h.hour * 1000 / :step_ms) * :step_ms AS b, h.min AS mn, h.max AS mx, h.sum AS sm, h.count AS n
+    FROM hourly AS h
+    WHERE h.series_id = :sid AND h.hour >= :h0 AND h.hour < :end_s AND h.hour NOT IN pend
+      AND (h.hour < :purged OR (:use_hourly AND h.hour >= :full0 AND h.hour < :full1))
+    UNION ALL
+    SELECT (ts / :step_ms) * :step_ms, value, value, value, 1
+    FROM readings
+    WHERE series_id = :sid AND ts >= :start_ms AND ts < :end_ms
+      AND NOT (:use_hourly AND ts >= :full0 * 1000 AND ts < :full1 * 1000
+               AND (ts / 3600000) * 3600 NOT IN pend)
+)
+GROUP BY b
+ORDER BY b
+LIMIT :limit
+"""
+
+
+def enable_wal(conn: sqlite3.Connection, timeout: float = 10.0) -> None:
+    """Switch a connection's database to WAL, retrying while another connection is switching it too.
+
+    Changing the journal mode fails at once with "database is locked" (the busy handler is not used)
+    when two connections open a brand-new file at the same moment.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+class SqliteReadingStore:
+    """ReadingStore on an embedded SQLite file (WAL, synchronous=NORMAL)."""
+
+    def __init__(self, path: str | Path, *, retention_days: int = 90, clock: Clock | None = None) -> None:
+        if retention_days < 1:
+            raise ValueError(f"retention_days must be at least 1 (got {retention_days})")
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        # Owned by the store thread: (device, metric) → (series id, unit, room).
+        self._series: dict[tuple[str, str], tuple[int, str, str]] = {}
+        self._purged_before = 0  # epoch s, hour-aligned; raw readings before it are deleted
+        self._marked: set[tuple[int, int]] = set()  # (series, hour) already in rollup_pending
+        # Written by the store thread after each commit, read by latest() on the loop thread.
+        self._latest: dict[tuple[str, str], tuple[int, Reading]] = {}
+        self._latest_lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------------
+    # Plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the connection (on the store thread); tests may override it to trace statements."""
+        return sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None or self._closed:
+            raise StoreError(f"readings store {self.path}: not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"readings store {self.path}: not open")
+        return self._conn
+
+    # ------------------------------------------------------------------------------------------
+    # ReadingStore
+
+    async def open(self) -> None:
+        """Create or open the file, its schema, and load the latest reading of every series."""
+        if self._executor is not None:
+            return
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bafang-sqlite")
+        try:
+            await self._run(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    def _open_sync(self) -> None:
+        started = self._clock.monotonic()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            self._conn = conn
+            conn.execute("PRAGMA busy_timeout=5000")
+            enable_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # Batches touch one leaf page per series: a larger page cache saves re-reads (16 MiB).
+            conn.execute("PRAGMA cache_size=-16384")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"readings store {self.path}: schema version {version} is newer than this "
+                    f"program's ({SCHEMA_VERSION}); upgrade Bafang"
+                )
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'purged_before'").fetchone()
+            self._purged_before = int(row[0]) if row else 0
+            self._series = {}
+            series = conn.execute("SELECT id, device, metric, unit, room FROM series").fetchall()
+            latest: dict[tuple[str, str], tuple[int, Reading]] = {}
+            for sid, device, metric, unit, room in series:
+                self._series[(device, metric)] = (sid, unit, room)
+                hit = conn.execute(LATEST_SQL, (sid,)).fetchone()
+                if hit is not None:
+                    ts, value = hit
+                    latest[(device, metric)] = (ts, Reading(device, room, metric, value, unit, ts / 1000.0))
+        except sqlite3.Error as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            raise StoreError(f"readings store {self.path}: open failed: {exc}") from exc
+        with self._latest_lock:
+            self._latest = latest
+        log.info(
+            "readings store %s: opened, %d series, latest loaded in %.1f ms",
+            self.path,
+            len(series),
+            (self._clock.monotonic() - started) * 1000,
+        )
+
+    async def write(self, batch: Sequence[Reading]) -> None:
+        """Store a batch in one transaction (duplicates ignored), or raise StoreError."""
+        if not batch:
+            return
+        await self._run(self._write_sync, list(batch))
+
+    def _write_sync(self, batch: list[Reading]) -> None:
+        conn = self._db()
+        series = self._series
+        purged_ms = self._purged_before * 1000
+        new_series: dict[tuple[str, str], tuple[int, str, str]] = {}
+        rows: list[Any] = []  # flat: series, ts, value, series, ts, value, ...
+        marked = self._marked
+        pending: set[tuple[int, int]] = set()
+        newest: dict[tuple[str, str], tuple[int, Reading]] = {}
+        too_old = not_finite = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for r in batch:
+                    if not math.isfinite(r.value):
+                        not_finite += 1  # the pipeline rejects these; never let one poison a batch
+                        continue
+                    ts = round(r.time * 1000)
+                    if ts < purged_ms:
+                        too_old += 1
+                        continue
+                    key = (r.device, r.metric)
+                    entry = new_series.get(key) or series.get(key)
+                    if entry is None or entry[1] != r.unit or entry[2] != r.room:
+                        entry = self._series_row(conn, r, entry)
+                        new_series[key] = entry
+                    sid = entry[0]
+                    rows += (sid, ts, r.value)
+                    mark = (sid, ts // HOUR_MS * 3600)
+                    if mark not in marked:
+                        pending.add(mark)
+                    seen = newest.get(key)
+                    if seen is None or ts > seen[0]:
+                        newest[key] = (ts, r)
+                _insert_rows(conn, _INSERT_SQL, 3, rows)
+                _insert_rows(conn, _PENDING_SQL, 2, [v for mark in pending for v in mark])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"readings store {self.path}: write of {len(batch)} readings failed: {exc}"
+            ) from exc
+        # Only now, after the commit, do the caches change.
+        series.update(new_series)
+        marked |= pending
+        with self._latest_lock:
+            for key, (ts, r) in newest.items():
+                cur = self._latest.get(key)
+                if cur is None or ts > cur[0]:
+                    self._latest[key] = (
+                        ts,
+                        Reading(r.device, r.room, r.metric, r.value, r.unit, ts / 1000.0),
+                    )
+        if too_old:
+            log.warning(
+                "readings store %s: %d readings older than the raw retention horizon %d not stored",
+                self.path,
+                too_old,
+                self._purged_before,
+            )
+        if not_finite:
+            log.warning("readings store %s: %d non-finite values not stored", self.path, not_finite)
+
+    def _series_row(
+        self, conn: sqlite3.Connection, r: Reading, entry: tuple[int, str, str] | None
+    ) -> tuple[int, str, str]:
+        """Create the series, or update its unit and room after a configuration change."""
+        if entry is None:
+            cur = conn.execute(
+                "INSERT INTO series (device, metric, unit, room) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (device, metric) DO UPDATE SET unit = excluded.unit, room = excluded.room "
+                "RETURNING id",
+                (r.device, r.metric, r.unit, r.room),
+            )
+            return (int(cur.fetchone()[0]), r.unit, r.room)
+        conn.execute("UPDATE series SET unit = ?, room = ? WHERE id = ?", (r.unit, r.room, entry[0]))
+        return (entry[0], r.unit, r.room)
+
+    async def latest(self) -> list[Reading]:
+        """The newest reading of every series (device, metric), from memory."""
+        with self._latest_lock:
+            return [r for _, r in self._latest.values()]
+
+    async def history(
+        self,
+        *,
+        device: str,
+        metric: str,
+        start: float,
+        end: float,
+        step: float | None = None,
+        limit: int = 10_000,
+    ) -> list[SeriesPoint]:
+        """Readings in [start, end): raw when step is None, else aggregated per step seconds.
+
+        Before the raw retention horizon only hourly aggregates exist: there raw history returns one
+        point per hour (its count says how many readings it stands for) and steps are whole hours.
+        """
+        step_ms: int | None = None
+        if step is not None:
+            step_ms = round(step * 1000)
+            if step_ms < 1:
+                raise ValueError(f"step must be at least 1 ms (got {step})")
+        if limit < 1 or end <= start:
+            return []
+        return await self._run(self._history_sync, device, metric, start, end, step_ms, limit)
+
+    def _history_sync(
+        self, device: str, metric: str, start: float, end: float, step_ms: int | None, limit: int
+    ) -> list[SeriesPoint]:
+        conn = self._db()
+        entry = self._series.get((device, metric))
+        if entry is None:
+            return []
+        start_ms, end_ms = math.ceil(start * 1000), math.ceil(end * 1000)
+        full0 = -(-start_ms // HOUR_MS) * 3600  # first whole hour inside the range
+        full1 = end_ms // HOUR_MS * 3600  # end of the last whole hour inside the range
+        params: dict[str, Any] = {
+            "sid": entry[0],
+            "start_ms": start_ms,
+            "end_ms": end_ms,
+            "h0": start_ms // HOUR_MS * 3600,
+            "end_s": end,
+            "purged": self._purged_before,
+            "limit": limit,
+        }
+        try:
+            if step_ms is None:
+                rows = conn.execute(_RAW_SQL, params).fetchall()
+            else:
+                params.update(
+                    step_ms=step_ms, use_hourly=step_ms % HOUR_MS == 0, full0=full0, full1=max(full0, full1)
+                )
+                rows = conn.execute(_AGG_SQL, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"readings store {self.path}: history of {device}/{metric} failed: {exc}"
+            ) from exc
+        return [SeriesPoint(t / 1000.0, mean, mn, mx, n) for t, mean, mn, mx, n in rows]
+
+    async def maintain(self, now: float) -> None:
+        """Roll raw readings up into hourly min/mean/max and drop raw readings past retention."""
+        await self._run(self._maintain_sync, now)
+
+    def _maintain_sync(self, now: float) -> None:
+        conn = self._db()
+        started = self._clock.monotonic()
+        cutoff = math.floor(now) - 3600  # pending hours starting at or before this are complete
+        horizon = math.floor(now - self.retention_days * 86400) // 3600 * 3600
+        horizon = max(horizon, self._purged_before)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rolled = conn.execute(_ROLLUP_SQL, {"cutoff": cutoff}).rowcount
+                conn.execute("DELETE FROM rollup_pending WHERE hour <= ?", (cutoff,))
+                self._marked = {m for m in self._marked if m[1] > cutoff}
+                # Recorded before deleting so that writes between here and the delete stay correct.
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('purged_before', ?)", (str(horizon),)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._purged_before = horizon
+            # Raw deletes per series: each is a primary-key range and a short transaction.
+            deleted = 0
+            for sid, _, _ in list(self._series.values()):
+                deleted += conn.execute(
+                    "DELETE FROM readings WHERE series_id = ? AND ts < ?", (sid, horizon * 1000)
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"readings store {self.path}: maintenance failed: {exc}") from exc
+        log.info(
+            "readings store %s: rolled up %d series-hours, deleted %d raw readings before %d in %.1f ms",
+            self.path,
+            rolled,
+            deleted,
+            horizon,
+            (self._clock.monotonic() - started) * 1000,
+        )
+
+    async def close(self) -> None:
+        """Wait for pending work, then close the connection and the store thread."""
+        if self._executor is None:
+            return
+        executor = self._executor
+        self._closed = True  # refuse new work; what is queued still runs, in order
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:
+                log.warning("readings store %s: optimize on close failed: %s", self.path, exc)
+            self._conn.close()
+            self._conn = None
