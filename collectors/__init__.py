@@ -1,0 +1,1 @@
+"""Collectors: one module per protocol, each handing readings and errors to one Sink."""

@@ -1,0 +1,589 @@
+"""The MQTT collector: subscribes to the configured topics and hands decoded readings to the sink.
+
+MQTT pushes to us, so this is a service input: paho-mqtt's network thread calls ``handle`` for every
+message and the sink (thread-safe) takes what it decodes. QoS 1 with a persistent session (MQTT 3.1.1
+``clean_session=False``, MQTT 5 ``clean_start=False`` plus a session expiry) and a stable client id
+mean that neither a broker restart (with persistence) nor ours loses a message. Subscriptions are made
+in ``on_connect`` so every reconnect resubscribes, whatever the broker remembered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from core.clock import Clock, SystemClock
+from core.config import MqttBroker, MqttDevice, MqttPoint
+from core.metrics import METRICS
+from core.types import DeviceStatus, Reading, Reason, Rejection, Sink
+from core.validate import check_mqtt
+
+log = logging.getLogger("bafang.collectors.mqtt")
+
+_MISSING = object()
+_decode_json = json.JSONDecoder().decode
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # as core.config.Identifier
+_MAX_SESSION_EXPIRY = 0xFFFFFFFF  # MQTT 5: a four-byte integer; this value means "never expires"
+_TOPIC_CACHE_LIMIT = 10_000  # wildcard topics resolved to a route; bounded against topic floods
+# Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
+_EPOCH_MS_THRESHOLD = 1e11
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    point: MqttPoint
+    metric: str
+    unit: str
+    key: str | None  # a single-level path: one dict lookup on the hot path
+    path: tuple[str, ...] | None  # a dotted path of two or more levels; None with key None = payload
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """A configured device's data topic, compiled for the per-message path."""
+
+    device: MqttDevice
+    filter: str
+    levels: tuple[str, ...]
+    segment: int | None  # topic level holding the device id (wildcard templates)
+    points: tuple[_Point, ...]
+    time_path: tuple[str, ...] | None
+    bare_text: bool  # every point takes the whole payload through a map: unquoted words are values
+
+
+@dataclass(frozen=True, slots=True)
+class _Availability:
+    device: MqttDevice
+    filter: str
+    levels: tuple[str, ...]
+    segment: int | None
+    online: str
+    offline: str
+
+
+def _split_path(path: str | None) -> tuple[str, ...] | None:
+    return None if path is None else tuple(path.split("."))
+
+
+def _is_wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter
+
+
+def _matches(levels: tuple[str, ...], topic: list[str]) -> bool:
+    """MQTT filter matching on pre-split levels (`+` one level, `#` the rest, none for `$` topics)."""
+    if topic and topic[0].startswith("$") and levels and levels[0] in ("+", "#"):
+        return False
+    n = len(topic)
+    for i, level in enumerate(levels):
+        if level == "#":
+            return True
+        if i >= n:
+            return False
+        if level != "+" and level != topic[i]:
+            return False
+    return len(levels) == n
+
+
+def parse_time(value: object, tz: tzinfo = UTC) -> float | None:
+    """Epoch seconds of a payload timestamp (ISO 8601, epoch s or ms), or None if unreadable.
+
+    ISO 8601 strings without an offset are read in ``tz``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        t = float(value)
+        if not math.isfinite(t) or t <= 0:
+            return None
+        return t / 1000.0 if t > _EPOCH_MS_THRESHOLD else t
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return parse_time(float(text), tz) if text.replace(".", "", 1).isdigit() else _iso(text, tz)
+        except (ValueError, OverflowError):
+            return None
+    return None
+
+
+def _iso(text: str, tz: tzinfo) -> float:
+    stamp = datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=tz)
+    return stamp.timestamp()
+
+
+class MqttCollector:
+    """Subscribes to the devices' topics on one broker and hands readings to the sink."""
+
+    def __init__(
+        self,
+        broker: MqttBroker,
+        devices: Sequence[MqttDevice],
+        sink: Sink,
+        *,
+        clock: Clock | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        timezone: str | None = None,
+    ) -> None:
+        self._broker = broker
+        self._sink = sink
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._tz: tzinfo = ZoneInfo(timezone) if timezone else UTC
+        self._host, self._port, self._tls = self._address(broker, host, port)
+        # amqtt, the embedded broker, speaks MQTT 3.1.1 only.
+        self._v5 = broker.protocol == "5" and broker.url != "embedded"
+        # amqtt flags the QoS 1 messages it queued for our session as retained (against the spec):
+        # there a retained flag does not mean old, and its retained store lives no longer than we do.
+        self._filter_retained = broker.url != "embedded"
+        self._where = f"{broker.client_id}@{self._host}:{self._port}"
+
+        self._exact: dict[str, _Route] = {}
+        self._wild: list[_Route] = []
+        self._avail_exact: dict[str, _Availability] = {}
+        self._avail_wild: list[_Availability] = []
+        self._on_retain: dict[str, _Route | None] = {}  # device id → what a retained message may give
+        for device in devices:
+            self._compile(device)
+        # topic → (route, device id); filled on the first message of a wildcard topic.
+        self._resolved: dict[str, tuple[_Route, str] | None] = {}
+        # Devices whose online state we reported, to call sink.status only on edges.
+        self._online: dict[str, bool] = {}
+        # (device, metric) → (reason, count) while values are being rejected: log once per streak.
+        self._streaks: dict[tuple[str, str | None], list[Any]] = {}
+        # paho calls handle() from one thread; the lock covers the caches a caller on another thread may touch.
+        self._lock = threading.Lock()
+
+        self._connected = False
+        self._sub_mid = -1
+        self._ever_connected = False
+        self._stopping = False
+        self._failing = False
+        self._client = self._make_client()
+
+    # -------------------------------------------------------------------------------------------
+    # Set-up
+
+    @staticmethod
+    def _address(broker: MqttBroker, host: str | None, port: int | None) -> tuple[str, int, bool]:
+        tls = broker.tls is not None
+        url_host: str | None = None
+        url_port: int | None = None
+        if broker.url != "embedded":
+            parts = urlsplit(broker.url)
+            tls = tls or parts.scheme == "mqtts"
+            url_host, url_port = parts.hostname, parts.port
+        final_host = host or url_host
+        if final_host is None:
+            raise ValueError("mqtt: url is 'embedded': the embedded broker's host and port must be given")
+        final_port = port or url_port or (8883 if tls else 1883)
+        return final_host, final_port, tls
+
+    def _compile(self, device: MqttDevice) -> None:
+        sub = device.mqtt
+        points = tuple(
+            _Point(
+                point=p,
+                metric=p.metric,
+                unit=p.resolved_unit,
+                key=p.path if p.path is not None and "." not in p.path else None,
+                path=_split_path(p.path) if p.path is not None and "." in p.path else None,
+            )
+            for p in device.points
+        )
+        route = _Route(
+            device=device,
+            filter=sub.topic,
+            levels=tuple(sub.topic.split("/")),
+            segment=sub.device_id_segment,
+            points=points,
+            time_path=_split_path(sub.time_path),
+            bare_text=sub.time_path is None
+            and all(p.path is None and p.map is not None for p in device.points),
+        )
+        # A retained message comes from the past with no time of its own: stamped now, a dead sensor's
+        # last temperature would look current after every reconnect. Without a time_path only the
+        # state of contacts (door, smoke, leak: binary metrics) is taken from it; a state still holds.
+        if sub.time_path is None:
+            states = tuple(p for p in points if METRICS[p.metric].binary)
+            self._on_retain[device.id] = replace(route, points=states) if states else None
+        else:
+            self._on_retain[device.id] = route
+        if _is_wildcard(sub.topic):
+            self._wild.append(route)
+        else:
+            self._exact[sub.topic] = route
+        if sub.availability_topic is not None:
+            levels = tuple(sub.availability_topic.split("/"))
+            segment = sub.device_id_segment
+            if segment is not None and (segment >= len(levels) or levels[segment] != "+"):
+                segment = None  # the availability topic does not carry the id at that level
+            avail = _Availability(
+                device,
+                sub.availability_topic,
+                levels,
+                segment,
+                sub.payload_available,
+                sub.payload_not_available,
+            )
+            if _is_wildcard(sub.availability_topic):
+                self._avail_wild.append(avail)
+            else:
+                self._avail_exact[sub.availability_topic] = avail
+
+    def _make_client(self) -> paho.Client:
+        b = self._broker
+        if self._v5:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=MQTTProtocolVersion.MQTTv5
+            )
+        else:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=b.client_id,
+                clean_session=False,
+                protocol=MQTTProtocolVersion.MQTTv311,
+            )
+        if b.username is not None:
+            client.username_pw_set(b.username, b.password.get_secret_value() if b.password else None)
+        if self._tls:
+            tls = b.tls
+            client.tls_set(
+                ca_certs=tls.ca_file if tls else None,
+                certfile=tls.cert_file if tls else None,
+                keyfile=tls.key_file if tls else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            if tls is not None and tls.insecure:
+                client.tls_insecure_set(True)
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        qos: int = self._broker.qos
+        group = self._broker.shared_group
+        data = {r.filter for r in (*self._exact.values(), *self._wild)}
+        # Availability topics are not shared: every replica should know every device's state, and a
+        # retained last-will is not delivered to shared subscriptions.
+        avail = {a.filter for a in (*self._avail_exact.values(), *self._avail_wild)} - data
+        shared = [(f"$share/{group}/{t}" if group else t, qos) for t in sorted(data)]
+        return shared + [(t, qos) for t in sorted(avail)]
+
+    # -------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker session is up and our subscriptions are acknowledged."""
+        return self._connected
+
+    def start(self) -> None:
+        """Connect in the background; paho's thread reconnects with backoff for as long as we run."""
+        self._stopping = False
+        props: Properties | None = None
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = min(int(self._broker.session_expiry), _MAX_SESSION_EXPIRY)
+            self._client.connect_async(
+                self._host, self._port, keepalive=self._broker.keepalive, clean_start=False, properties=props
+            )
+        else:
+            self._client.connect_async(self._host, self._port, keepalive=self._broker.keepalive)
+        self._client.loop_start()
+        log.info(
+            "mqtt %s: connecting (MQTT %s, %d topics)",
+            self._where,
+            "5" if self._v5 else "3.1.1",
+            len(self._subscriptions()),
+        )
+
+    def stop(self) -> None:
+        """Disconnect (the broker keeps our session) and stop the network thread."""
+        self._stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected = False
+
+    # -------------------------------------------------------------------------------------------
+    # paho callbacks (network thread): nothing may escape them
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        try:
+            if reason.is_failure:
+                self._connect_failed(f"refused: {reason}")
+                return
+            subs = self._subscriptions()
+            if subs:
+                # `connected` turns true on the SUBACK: only then are messages sure to reach us.
+                mid = client.subscribe(subs)[1]
+                self._sub_mid = -1 if mid is None else mid
+            else:
+                self._connected = True
+            if self._failing or self._ever_connected:
+                log.info("mqtt %s: reconnected (session present: %s)", self._where, flags.session_present)
+            else:
+                log.info("mqtt %s: connected (session present: %s)", self._where, flags.session_present)
+            self._failing = False
+            self._ever_connected = True
+        except Exception:
+            log.exception("mqtt %s: on_connect failed", self._where)
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        try:
+            for (topic, _qos), reason in zip(self._subscriptions(), reasons, strict=False):
+                if reason.is_failure:
+                    log.warning("mqtt %s: subscription to %r refused: %s", self._where, topic, reason)
+            if mid == self._sub_mid:
+                self._connected = True
+        except Exception:
+            log.exception("mqtt %s: on_subscribe failed", self._where)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
+        self._connect_failed("cannot connect")
+
+    def _connect_failed(self, why: str) -> None:
+        self._connected = False
+        if not self._failing:
+            self._failing = True
+            log.warning("mqtt %s: connection %s; retrying with backoff", self._where, why)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: object,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was = self._connected
+        self._connected = False
+        if self._stopping:
+            return
+        if was and not self._failing:
+            self._failing = True
+            log.warning("mqtt %s: disconnected: %s; reconnecting with backoff", self._where, reason)
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        try:
+            self.handle(msg)
+        except Exception:
+            # A bug here must not drop the connection: paho would re-raise into its loop.
+            log.exception("mqtt %s: message on %r not handled", self._where, msg._topic)
+
+    # -------------------------------------------------------------------------------------------
+    # Messages
+
+    def handle(self, msg: paho.MQTTMessage) -> None:
+        """Decode one message and hand its readings, rejections and device state to the sink."""
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            return
+        route = self._exact.get(topic)
+        if route is not None:
+            if msg.retain and self._filter_retained and (route := self._on_retain[route.device.id]) is None:
+                return
+            self._readings(route, route.device.id, topic, msg.payload)
+            return
+        avail = self._avail_exact.get(topic)
+        if avail is not None:
+            self._availability(avail, avail.device.id, topic, msg.payload)
+            return
+        try:
+            resolved = self._resolved[topic]
+        except KeyError:
+            resolved = self._resolve(topic)
+        if resolved is not None:
+            route = resolved[0]
+            if msg.retain and self._filter_retained and (route := self._on_retain[route.device.id]) is None:
+                return
+            self._readings(route, resolved[1], topic, msg.payload)
+            return
+        levels = topic.split("/")
+        for a in self._avail_wild:
+            if _matches(a.levels, levels):
+                device_id = levels[a.segment] if a.segment is not None else a.device.id
+                self._availability(a, device_id, topic, msg.payload)
+                return
+
+    def _resolve(self, topic: str) -> tuple[_Route, str] | None:
+        levels = topic.split("/")
+        found: tuple[_Route, str] | None = None
+        for route in self._wild:
+            if _matches(route.levels, levels):
+                if route.segment is None:
+                    found = (route, route.device.id)
+                else:
+                    device_id = levels[route.segment]
+                    if not _DEVICE_ID.match(device_id):
+                        detail = f"topic {topic!r} level {route.segment} is not a device id ({device_id!r})"
+                        self._reject(route.device.id, None, Reason.UNKNOWN_DEVICE, detail, self._clock.now())
+                        return None  # not cached: each such message is counted
+                    found = (route, device_id)
+                break
+        if found is None and any(_matches(a.levels, levels) for a in self._avail_wild):
+            return None
+        with self._lock:
+            if len(self._resolved) >= _TOPIC_CACHE_LIMIT:
+                self._resolved.clear()
+            self._resolved[topic] = found
+        return found
+
+    def _readings(self, route: _Route, device_id: str, topic: str, payload: bytes | bytearray) -> None:
+        now = self._clock.now()
+        if self._online.get(device_id) is not True:
+            self._set_online(device_id, True, None, now)
+        data: object
+        try:
+            # bytes.decode + a bound decoder skips json.loads' encoding sniffing: ~1 µs a message.
+            data = _decode_json(payload.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            if not route.bare_text:
+                detail = f"{topic}: not JSON: {_short(payload)} ({exc})"
+                self._reject(device_id, None, Reason.MALFORMED, detail, now)
+                return
+            # Many contact sensors publish bare words (open, ON); the point's map decides.
+            data = bytes(payload).decode("utf-8", "replace").strip()
+        if self._streaks:
+            self._recovered(device_id, None)
+        t = now
+        if route.time_path is not None:
+            raw_t = _dig(data, route.time_path)
+            parsed = None if raw_t is _MISSING else parse_time(raw_t, self._tz)
+            if parsed is None:
+                field = ".".join(route.time_path)
+                what = "missing" if raw_t is _MISSING else f"unreadable ({_short(raw_t)})"
+                for p in route.points:
+                    self._reject(device_id, p.metric, Reason.BAD_TIME, f"{topic}: time {field} {what}", now)
+                return
+            t = parsed
+        room = route.device.room
+        obj: dict[str, object] | None = data if isinstance(data, dict) else None
+        out: list[Reading] = []
+        for p in route.points:
+            if p.key is not None:
+                value = obj.get(p.key, _MISSING) if obj is not None else _MISSING
+            elif p.path is not None:
+                value = _dig(data, p.path)
+            else:
+                value = data
+            if value is _MISSING:
+                if p.key is not None or p.path is not None:
+                    field = p.key or ".".join(p.path or ())
+                    reason = Reason.MISSING if obj is not None else Reason.MALFORMED
+                    detail = f"{topic}: no field {field!r} in {_short(payload)}"
+                    self._reject(device_id, p.metric, reason, detail, now)
+                continue
+            verdict = check_mqtt(p.point, value)
+            if isinstance(verdict, float):
+                out.append(Reading(device_id, room, p.metric, verdict, p.unit, t))
+                if self._streaks:
+                    self._recovered(device_id, p.metric)
+            else:
+                self._reject(device_id, p.metric, verdict[0], f"{topic}: {verdict[1]}", now)
+        if out:
+            self._sink.submit(out)
+
+    def _availability(self, a: _Availability, device_id: str, topic: str, payload: bytes | bytearray) -> None:
+        text = bytes(payload).decode("utf-8", "replace").strip()
+        now = self._clock.now()
+        if text == a.online:
+            if self._online.get(device_id) is not True:
+                self._set_online(device_id, True, None, now)
+        elif text == a.offline:
+            if self._online.get(device_id) is not False:
+                self._set_online(device_id, False, f"reported offline via {topic}", now)
+        else:
+            log.debug(
+                "device %s: availability %r on %s is neither %r nor %r",
+                device_id,
+                text,
+                topic,
+                a.online,
+                a.offline,
+            )
+
+    def _set_online(self, device_id: str, online: bool, error: str | None, now: float) -> None:
+        self._online[device_id] = online
+        status = DeviceStatus.ONLINE if online else DeviceStatus.OFFLINE
+        if not online:
+            log.warning("device %s (mqtt %s): %s", device_id, self._where, error)
+        self._sink.status(device_id, status, error, now)
+
+    def _reject(self, device_id: str, metric: str | None, reason: Reason, detail: str, now: float) -> None:
+        self._sink.reject(Rejection(device_id, metric, reason, detail, now))
+        key = (device_id, metric)
+        with self._lock:
+            streak = self._streaks.get(key)
+            if streak is None or streak[0] != reason:
+                self._streaks[key] = [reason, 1]
+                first = True
+            else:
+                streak[1] += 1
+                first = False
+        if first:
+            log.warning(
+                "device %s: %s rejected (%s): %s", device_id, metric or "message", reason.value, detail
+            )
+
+    def _recovered(self, device_id: str, metric: str | None) -> None:
+        with self._lock:
+            streak = self._streaks.pop((device_id, metric), None)
+        if streak is not None:
+            log.info(
+                "device %s: %s valid again after %d rejected (%s)",
+                device_id,
+                metric or "message",
+                streak[1],
+                streak[0].value,
+            )
+
+
+def _dig(data: object, path: tuple[str, ...]) -> object:
+    for key in path:
+        if not isinstance(data, dict):
+            return _MISSING
+        data = data.get(key, _MISSING)
+        if data is _MISSING:
+            return _MISSING
+    return data
+
+
+def _short(value: object) -> str:
+    text = bytes(value).decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

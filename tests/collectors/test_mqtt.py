@@ -1,0 +1,622 @@
+"""The MQTT collector against a real Mosquitto: decoding, rejections, wildcards, availability, sessions."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collectors.mqtt import MqttCollector, parse_time
+from core.clock import ManualClock
+from core.config import MqttBroker, MqttDevice
+from core.types import DeviceStatus, Reading, Reason, Rejection
+from tests.conftest import Mosquitto, MqttTestBroker, wait_until
+
+_ids = itertools.count()
+
+
+class RecordingSink:
+    """A thread-safe sink that keeps everything it is given."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.readings: list[Reading] = []
+        self.rejections: list[Rejection] = []
+        self.statuses: list[tuple[str, DeviceStatus, str | None]] = []
+        self.submits = 0
+
+    def submit(self, readings: Sequence[Reading]) -> None:
+        with self._lock:
+            self.readings.extend(readings)
+            self.submits += 1
+
+    def reject(self, rejection: Rejection) -> None:
+        with self._lock:
+            self.rejections.append(rejection)
+
+    def status(self, device: str, status: DeviceStatus, error: str | None, time: float) -> None:
+        with self._lock:
+            self.statuses.append((device, status, error))
+
+    def values(self, device: str | None = None) -> list[tuple[str, str, float]]:
+        with self._lock:
+            return [
+                (r.device, r.metric, r.value) for r in self.readings if device is None or r.device == device
+            ]
+
+    def reasons(self) -> list[tuple[str, str | None, Reason]]:
+        with self._lock:
+            return [(r.device, r.metric, r.reason) for r in self.rejections]
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses on the shared broker."""
+    return f"{prefix}-{next(_ids)}-{threading.get_ident() % 10000}"
+
+
+def device(spec: dict[str, Any]) -> MqttDevice:
+    """An MqttDevice from a devices.yaml-like dict (room r1)."""
+    return MqttDevice.model_validate({"room": "r1", **spec})
+
+
+def broker_config(broker: MqttTestBroker, **options: Any) -> MqttBroker:
+    """The devices.yaml `mqtt:` section pointing at a test broker."""
+    scheme = "mqtts" if options.get("tls") else "mqtt"
+    options.setdefault("client_id", unique("bafang"))
+    if broker.kind == "amqtt":
+        if options.get("protocol") == "5":
+            pytest.skip("the embedded amqtt broker speaks MQTT 3.1.1 only")
+        options["protocol"] = "3.1.1"
+    return MqttBroker.model_validate({"url": f"{scheme}://{broker.host}:{broker.port}", **options})
+
+
+class Publisher:
+    """A paho client that publishes at QoS 1 and waits for the broker's PUBACK."""
+
+    def __init__(self, broker: MqttTestBroker) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def __call__(
+        self, topic: str, payload: bytes | str | float | dict[str, Any], retain: bool = False
+    ) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publish(mosquitto: MqttTestBroker) -> Iterator[Publisher]:
+    """Publish to the session broker."""
+    pub = Publisher(mosquitto)
+    yield pub
+    pub.close()
+
+
+Start = Callable[..., MqttCollector]
+
+
+@pytest.fixture
+def start_collector() -> Iterator[Start]:
+    """Start collectors and wait until they are subscribed; stop them after the test."""
+    running: list[MqttCollector] = []
+
+    def start(
+        broker: MqttBroker, devices: Sequence[MqttDevice], sink: RecordingSink, **kw: Any
+    ) -> MqttCollector:
+        collector = MqttCollector(broker, devices, sink, **kw)
+        collector.start()
+        running.append(collector)
+        wait_until(lambda: collector.connected, 10.0, "the collector to connect and subscribe")
+        return collector
+
+    yield start
+    for collector in running:
+        collector.stop()
+
+
+def message(topic: str, payload: bytes) -> paho.MQTTMessage:
+    """A real paho message, as the network thread would hand it over."""
+    msg = paho.MQTTMessage(topic=topic.encode())
+    msg.payload = payload
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Readings arrive
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_readings_arrive(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start, protocol: str
+) -> None:
+    base = unique("archive")
+    devices = [
+        device({"id": "th-1", "mqtt": {"topic": f"{base}/th-1"},
+                "points": [{"metric": "temperature", "path": "t"}, {"metric": "humidity", "path": "rh"}]}),
+        device({"id": "th-2", "mqtt": {"topic": f"{base}/th-2"},
+                "points": [{"metric": "temperature", "path": "sensor.t"}]}),
+        device({"id": "th-3", "mqtt": {"topic": f"{base}/th-3"}, "points": [{"metric": "temperature"}]}),
+        device({"id": "door-1", "mqtt": {"topic": f"{base}/door-1"},
+                "points": [{"metric": "door", "path": "contact", "map": {"open": 1, "closed": 0}}]}),
+        device({"id": "door-2", "mqtt": {"topic": f"{base}/door-2"},
+                "points": [{"metric": "door", "map": {"open": 1, "closed": 0}}]}),
+        device({"id": "leak-1", "mqtt": {"topic": f"{base}/leak-1"}, "points": [{"metric": "water_leak"}]}),
+        device({"id": "smoke-1", "mqtt": {"topic": f"{base}/smoke-1"}, "points": [{"metric": "smoke", "path": "s"}]}),
+    ]  # fmt: skip
+    sink = RecordingSink()
+    start_collector(broker_config(mosquitto, protocol=protocol), devices, sink)
+    publish(f"{base}/th-1", {"t": 21.3, "rh": 52.1})
+    publish(f"{base}/th-2", {"sensor": {"t": -5.5, "id": 7}})
+    publish(f"{base}/th-3", b"23.5")
+    publish(f"{base}/door-1", {"contact": "open"})
+    publish(f"{base}/door-1", {"contact": "closed"})
+    publish(f"{base}/door-2", b'"open"')
+    publish(f"{base}/door-2", b"closed")  # a bare word, not JSON: the map decides
+    publish(f"{base}/leak-1", b"true")
+    publish(f"{base}/leak-1", b"0")
+    publish(f"{base}/smoke-1", {"s": False})
+    wait_until(lambda: len(sink.values()) >= 11, what="11 readings")
+    assert sorted(sink.values()) == sorted(
+        [
+            ("th-1", "temperature", 21.3),
+            ("th-1", "humidity", 52.1),
+            ("th-2", "temperature", -5.5),
+            ("th-3", "temperature", 23.5),
+            ("door-1", "door", 1.0),
+            ("door-1", "door", 0.0),
+            ("door-2", "door", 1.0),
+            ("door-2", "door", 0.0),
+            ("leak-1", "water_leak", 1.0),
+            ("leak-1", "water_leak", 0.0),
+            ("smoke-1", "smoke", 0.0),
+        ]
+    )
+    assert sink.rejections == []
+    assert sink.submits == 10  # one submit per message
+    reading = sink.readings[0]
+    assert (reading.room, reading.unit) == ("r1", "°C")
+    # Readings imply online: each device reported once, on its first message.
+    assert sorted(d for d, s, _ in sink.statuses if s is DeviceStatus.ONLINE) == sorted(d.id for d in devices)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: not submitted, rejected with the reason, collector alive
+
+TH = [{"metric": "temperature", "path": "t"}, {"metric": "humidity", "path": "rh"}]
+DOOR = [{"metric": "door", "path": "contact", "map": {"open": 1, "closed": 0}}]
+BAD_CASES: list[tuple[str, list[dict[str, Any]], bytes, list[tuple[str | None, Reason]]]] = [
+    ("malformed JSON", TH, b'{"t": 21.', [(None, Reason.MALFORMED)]),
+    ("not JSON at all", TH, b"\xff\xfe garbage", [(None, Reason.MALFORMED)]),
+    ("array instead of object", TH, b"[21.5, 50]", [("temperature", Reason.MALFORMED), ("humidity", Reason.MALFORMED)]),
+    ("wrong type string", TH, b'{"t": "hot", "rh": 50}', [("temperature", Reason.WRONG_TYPE)]),
+    ("wrong type object", TH, b'{"t": {"v": 1}, "rh": 50}', [("temperature", Reason.WRONG_TYPE)]),
+    ("NaN", TH, b'{"t": NaN, "rh": 50}', [("temperature", Reason.NAN)]),
+    ("Infinity", TH, b'{"t": 20, "rh": -Infinity}', [("humidity", Reason.NAN)]),
+    ("humidity 120", TH, b'{"t": 20, "rh": 120}', [("humidity", Reason.OUT_OF_RANGE)]),
+    ("temperature -60", TH, b'{"t": -60, "rh": 50}', [("temperature", Reason.OUT_OF_RANGE)]),
+    ("fault 32767", TH, b'{"t": 32767, "rh": 50}', [("temperature", Reason.FAULT_CODE)]),
+    ("fault 65535", TH, b'{"t": 20, "rh": 65535}', [("humidity", Reason.FAULT_CODE)]),
+    ("fault -999", TH, b'{"t": -999, "rh": 50}', [("temperature", Reason.FAULT_CODE)]),
+    ("missing field", TH, b'{"t": 20}', [("humidity", Reason.MISSING)]),
+    ("missing nested field", [{"metric": "temperature", "path": "a.b"}], b'{"a": {"c": 1}}',
+     [("temperature", Reason.MISSING)]),
+    ("unmapped text", DOOR, b'{"contact": "ajar"}', [("door", Reason.UNMAPPED)]),
+    ("unmapped bare word", [{"metric": "door", "map": {"open": 1, "closed": 0}}], b"ajar",
+     [("door", Reason.UNMAPPED)]),
+    ("bare payload wrong type", [{"metric": "water_leak"}], b'{"leak": 1}', [("water_leak", Reason.WRONG_TYPE)]),
+]  # fmt: skip
+GOOD = {"t": 21.0, "rh": 50.0, "contact": "closed", "a": {"b": 22.0}}
+
+
+def good_payload(points: list[dict[str, Any]]) -> bytes:
+    """A valid message for these points."""
+    if points[0].get("path") is None:
+        return b"0"
+    return json.dumps(GOOD).encode()
+
+
+@pytest.mark.parametrize(
+    ("points", "payload", "expected"), [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES]
+)
+def test_bad_input_rejected_and_collector_alive(
+    mosquitto: MqttTestBroker,
+    publish: Publisher,
+    start_collector: Start,
+    points: list[dict[str, Any]],
+    payload: bytes,
+    expected: list[tuple[str | None, Reason]],
+) -> None:
+    topic = unique("archive/r1/dev")
+    sink = RecordingSink()
+    start_collector(
+        broker_config(mosquitto), [device({"id": "dev-1", "mqtt": {"topic": topic}, "points": points})], sink
+    )
+    bad_metrics = {m for m, _ in expected}
+    survivors = [] if None in bad_metrics else [p["metric"] for p in points if p["metric"] not in bad_metrics]
+    good = [p["metric"] for p in points]
+    publish(topic, payload)
+    publish(topic, good_payload(points))
+    wait_until(lambda: len(sink.values()) >= len(survivors + good), what="the good message")
+    # QoS 1 from one publisher arrives in order: the bad message was handled before the good one.
+    assert sink.reasons() == [("dev-1", metric, reason) for metric, reason in expected]
+    assert [m for _, m, _ in sink.values()] == survivors + good
+    assert all(r.detail for r in sink.rejections)
+
+
+def test_valid_field_stored_when_another_is_not(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start
+) -> None:
+    topic = unique("archive/r1/th")
+    sink = RecordingSink()
+    start_collector(
+        broker_config(mosquitto), [device({"id": "th-9", "mqtt": {"topic": topic}, "points": TH})], sink
+    )
+    publish(topic, b'{"t": 22.5, "rh": 120}')
+    wait_until(lambda: sink.values(), what="the valid temperature")
+    assert sink.values() == [("th-9", "temperature", 22.5)]
+    assert sink.reasons() == [("th-9", "humidity", Reason.OUT_OF_RANGE)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Wildcards and availability
+
+
+def test_wildcard_topic_with_device_id_segment(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start
+) -> None:
+    base = unique("gw")
+    template = device(
+        {"id": "th-any", "mqtt": {"topic": f"{base}/+/state", "device_id_segment": 1}, "points": TH}
+    )
+    catch_all = device(
+        {"id": "leak-any", "mqtt": {"topic": f"{base}/leak/#"}, "points": [{"metric": "water_leak"}]}
+    )
+    sink = RecordingSink()
+    start_collector(broker_config(mosquitto), [template, catch_all], sink)
+    publish(f"{base}/th-7/state", {"t": 20.0, "rh": 40.0})
+    publish(f"{base}/th-8/state", {"t": 21.0, "rh": 41.0})
+    publish(f"{base}/th-7/state", {"t": 20.5, "rh": 40.5})
+    publish(f"{base}/@bad/state", {"t": 20.5, "rh": 40.5})
+    publish(f"{base}/th-7/other", {"t": 99})  # matches nothing
+    publish(f"{base}/leak/a/b", b"1")
+    wait_until(lambda: len(sink.values()) >= 7, what="7 readings")
+    assert sink.values() == [
+        ("th-7", "temperature", 20.0),
+        ("th-7", "humidity", 40.0),
+        ("th-8", "temperature", 21.0),
+        ("th-8", "humidity", 41.0),
+        ("th-7", "temperature", 20.5),
+        ("th-7", "humidity", 40.5),
+        ("leak-any", "water_leak", 1.0),
+    ]
+    assert all(r.room == "r1" for r in sink.readings)
+    # Devices stood for by the template are announced once, the first time they are heard.
+    assert sink.statuses == [
+        ("th-7", DeviceStatus.ONLINE, None),
+        ("th-8", DeviceStatus.ONLINE, None),
+        ("leak-any", DeviceStatus.ONLINE, None),
+    ]
+    assert sink.reasons() == [("th-any", None, Reason.UNKNOWN_DEVICE)]
+
+
+def test_availability_topic(mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start) -> None:
+    base = unique("archive/r1")
+    dev = device(
+        {
+            "id": "door-5",
+            "mqtt": {"topic": f"{base}/door-5", "availability_topic": f"{base}/door-5/status"},
+            "points": DOOR,
+        }
+    )
+    sink = RecordingSink()
+    publish(f"{base}/door-5/status", b"offline", retain=True)  # a last will, retained before we start
+    start_collector(broker_config(mosquitto), [dev], sink)
+    wait_until(lambda: sink.statuses, what="the retained availability")
+    publish(f"{base}/door-5/status", b"offline")  # no edge: not reported again
+    publish(f"{base}/door-5/status", b"online")
+    publish(f"{base}/door-5/status", b"offline")
+    publish(f"{base}/door-5", {"contact": "open"})  # a reading implies online again
+    wait_until(lambda: sink.values(), what="the door reading")
+    expected_offline = ("door-5", DeviceStatus.OFFLINE, f"reported offline via {base}/door-5/status")
+    assert sink.statuses == [
+        expected_offline,
+        ("door-5", DeviceStatus.ONLINE, None),
+        expected_offline,
+        ("door-5", DeviceStatus.ONLINE, None),
+    ]
+    publish(f"{base}/door-5/status", b"", retain=True)  # clear the retained message
+
+
+def test_wildcard_availability_carries_the_device_id(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start
+) -> None:
+    base = unique("z2m")
+    dev = device(
+        {
+            "id": "leak-tpl",
+            "mqtt": {
+                "topic": f"{base}/+",
+                "device_id_segment": 1,
+                "availability_topic": f"{base}/+/availability",
+            },
+            "points": [{"metric": "water_leak", "path": "water_leak"}],
+        }
+    )
+    sink = RecordingSink()
+    start_collector(broker_config(mosquitto), [dev], sink)
+    publish(f"{base}/leak-3/availability", b"offline")
+    publish(f"{base}/leak-3", {"water_leak": False})
+    wait_until(lambda: sink.values(), what="a reading")
+    assert sink.statuses == [
+        ("leak-3", DeviceStatus.OFFLINE, f"reported offline via {base}/leak-3/availability"),
+        ("leak-3", DeviceStatus.ONLINE, None),
+    ]
+
+
+def test_shared_subscription(mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start) -> None:
+    topic = unique("archive/shared")
+    sink = RecordingSink()
+    dev = device({"id": "th-s", "mqtt": {"topic": topic}, "points": TH})
+    start_collector(broker_config(mosquitto, shared_group="bafang", protocol="5"), [dev], sink)
+    publish(topic, {"t": 20.0, "rh": 40.0})
+    wait_until(lambda: len(sink.values()) == 2, what="2 readings")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions, restarts, credentials, TLS
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_persistent_session_keeps_messages_while_we_are_away(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start, protocol: str
+) -> None:
+    if mosquitto.kind == "amqtt":
+        pytest.skip("needs Mosquitto's session handling")
+    topic = unique("archive/r1/persist")
+    cfg = broker_config(mosquitto, protocol=protocol)
+    dev = device({"id": "th-p", "mqtt": {"topic": topic}, "points": TH})
+    first = RecordingSink()
+    start_collector(cfg, [dev], first).stop()
+    for i in range(50):
+        publish(topic, {"t": 20.0 + i / 10, "rh": 50.0})
+    second = RecordingSink()
+    start_collector(cfg, [dev], second)  # same client_id: the broker hands over what it queued
+    wait_until(lambda: len(second.values()) == 100, what="the 50 queued messages")
+    assert [v for _, m, v in second.values() if m == "temperature"] == [20.0 + i / 10 for i in range(50)]
+
+
+def test_broker_restart_reconnects_and_resubscribes(
+    mosquitto_factory: Callable[..., Mosquitto], start_collector: Start
+) -> None:
+    broker = mosquitto_factory()  # no persistence: the broker forgets our subscription
+    topic = "archive/r1/restart"
+    sink = RecordingSink()
+    collector = start_collector(
+        broker_config(broker), [device({"id": "th-r", "mqtt": {"topic": topic}, "points": TH})], sink
+    )
+    broker.stop()
+    wait_until(lambda: not collector.connected, what="the collector to notice")
+    broker.start()
+    wait_until(lambda: collector.connected, 15.0, "the collector to reconnect and resubscribe")
+    pub = Publisher(broker)
+    try:
+        pub(topic, {"t": 19.0, "rh": 45.0})
+        wait_until(lambda: len(sink.values()) == 2, what="a reading after the restart")
+    finally:
+        pub.close()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_persistent_broker_restart_loses_nothing(
+    mosquitto_factory: Callable[..., Mosquitto], start_collector: Start, protocol: str
+) -> None:
+    broker = mosquitto_factory(persistence=True)
+    topic = "archive/r1/durable"
+    cfg = broker_config(broker, protocol=protocol)
+    dev = device({"id": "th-d", "mqtt": {"topic": topic}, "points": TH})
+    start_collector(cfg, [dev], RecordingSink()).stop()
+    pub = Publisher(broker)
+    for i in range(20):
+        pub(topic, {"t": float(i), "rh": 50.0})
+    pub.close()
+    broker.restart()  # the queued QoS 1 messages survive in mosquitto.db
+    sink = RecordingSink()
+    start_collector(cfg, [dev], sink)
+    wait_until(lambda: len(sink.values()) == 40, 10.0, "the 20 messages queued before the restart")
+
+
+def test_credentials(
+    mosquitto_factory: Callable[..., Mosquitto], start_collector: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = mosquitto_factory(users={"bafang": "s3cret-密码"})
+    topic = "archive/r1/auth"
+    dev = device({"id": "th-a", "mqtt": {"topic": topic}, "points": TH})
+    sink = RecordingSink()
+    start_collector(broker_config(broker, username="bafang", password="s3cret-密码"), [dev], sink)
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="pub-auth")
+    pub.username_pw_set("bafang", "s3cret-密码")
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    try:
+        pub.publish(topic, json.dumps({"t": 18.0, "rh": 48.0}), qos=1).wait_for_publish(5)
+        wait_until(lambda: len(sink.values()) == 2, what="readings through an authenticated session")
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+
+    caplog.set_level(logging.WARNING, logger="bafang.collectors.mqtt")
+    wrong = MqttCollector(broker_config(broker, username="bafang", password="wrong"), [dev], RecordingSink())
+    wrong.start()
+    try:
+        wait_until(lambda: "refused" in caplog.text, what="the refusal to be logged")
+        assert not wrong.connected
+        assert "wrong" not in caplog.text  # the password is never logged
+    finally:
+        wrong.stop()
+
+
+def test_tls(
+    mosquitto_factory: Callable[..., Mosquitto], start_collector: Start, tls_cert: tuple[Path, Path]
+) -> None:
+    cert, key = tls_cert
+    broker = mosquitto_factory(tls=(cert, key))
+    topic = "archive/r1/tls"
+    dev = device({"id": "th-t", "mqtt": {"topic": topic}, "points": TH})
+    sink = RecordingSink()
+    start_collector(broker_config(broker, tls={"ca_file": str(cert)}), [dev], sink)
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="pub-tls")
+    pub.tls_set(ca_certs=str(cert))
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    try:
+        pub.publish(topic, json.dumps({"t": 17.0, "rh": 47.0}), qos=1).wait_for_publish(5)
+        wait_until(lambda: len(sink.values()) == 2, what="readings over TLS")
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The handler alone, with real paho messages
+
+
+def test_time_path_and_bad_time() -> None:
+    clock = ManualClock(1_767_225_600.0)
+    dev = device({"id": "th-x", "mqtt": {"topic": "a/th-x", "time_path": "ts"}, "points": TH})
+    sink = RecordingSink()
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink, clock=clock)
+    collector.handle(message("a/th-x", b'{"t": 20, "rh": 50, "ts": "2026-01-01T08:00:00+08:00"}'))
+    collector.handle(message("a/th-x", b'{"t": 20, "rh": 50, "ts": 1767225600123}'))
+    collector.handle(message("a/th-x", b'{"t": 20, "rh": 50, "ts": "yesterday"}'))
+    collector.handle(message("a/th-x", b'{"t": 20, "rh": 50}'))
+    assert [r.time for r in sink.readings] == [1_767_225_600.0] * 2 + [1_767_225_600.123] * 2
+    assert (
+        sink.reasons()
+        == [("th-x", "temperature", Reason.BAD_TIME), ("th-x", "humidity", Reason.BAD_TIME)] * 2
+    )
+
+
+def test_receive_time_comes_from_the_clock() -> None:
+    clock = ManualClock(1_800_000_000.0)
+    dev = device({"id": "th-c", "mqtt": {"topic": "a/th-c"}, "points": TH})
+    sink = RecordingSink()
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink, clock=clock)
+    collector.handle(message("a/th-c", b'{"t": 20, "rh": 50}'))
+    clock.advance(30)
+    collector.handle(message("a/th-c", b'{"t": 20, "rh": 50}'))
+    assert [r.time for r in sink.readings] == [1_800_000_000.0] * 2 + [1_800_000_030.0] * 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", 1_767_225_600.0),
+        ("2026-01-01T08:00:00+08:00", 1_767_225_600.0),
+        ("2026-01-01 08:00:00", 1_767_225_600.0),  # naive: read in the site's zone (Asia/Shanghai here)
+        (1_767_225_600, 1_767_225_600.0),
+        (1_767_225_600.5, 1_767_225_600.5),
+        (1_767_225_600_500, 1_767_225_600.5),
+        ("1767225600", 1_767_225_600.0),
+        ("soon", None),
+        (True, None),
+        (None, None),
+        ({"s": 1}, None),
+        (-5, None),
+        (float("nan"), None),
+        ("2026-13-01T00:00:00Z", None),
+    ],
+)
+def test_parse_time(value: object, expected: float | None) -> None:
+    from zoneinfo import ZoneInfo
+
+    assert parse_time(value, ZoneInfo("Asia/Shanghai")) == expected
+
+
+def test_a_failing_sink_does_not_escape_the_callback(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(RecordingSink):
+        def submit(self, readings: Sequence[Reading]) -> None:
+            raise RuntimeError("sink down")
+
+    dev = device({"id": "th-b", "mqtt": {"topic": "a/th-b"}, "points": TH})
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], Broken())
+    collector._on_message(collector._client, None, message("a/th-b", b'{"t": 20, "rh": 50}'))
+    assert "sink down" in caplog.text
+
+
+def test_rejections_logged_once_per_streak(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bafang.collectors.mqtt")
+    dev = device({"id": "th-l", "mqtt": {"topic": "a/th-l"}, "points": TH})
+    sink = RecordingSink()
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    for _ in range(5):
+        collector.handle(message("a/th-l", b'{"t": 20, "rh": 120}'))
+    collector.handle(message("a/th-l", b'{"t": 20, "rh": 50}'))
+    assert len(sink.rejections) == 5
+    lines = [r.getMessage() for r in caplog.records if "th-l" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "out_of_range" in lines[0]
+    assert "valid again after 5" in lines[1]
+
+
+def test_embedded_url_needs_host_and_port() -> None:
+    with pytest.raises(ValueError, match="embedded"):
+        MqttCollector(MqttBroker(url="embedded"), [], RecordingSink())
+
+
+def test_ingest_benchmark_smoke(mosquitto: MqttTestBroker) -> None:
+    """benchmarks/ingest.py runs end to end on a small size and ends with its JSON line."""
+    import subprocess
+    import sys
+
+    if mosquitto.kind != "mosquitto":
+        pytest.skip("the benchmark starts its own Mosquitto")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ingest.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--messages", "300", "--devices", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"pipeline_per_s", "bare_per_s", "ratio", "msg_ratio"} <= set(figures)
+    assert figures["pipeline_per_s"] > 0 and figures["bare_per_s"] > 0
+
+
+def test_retained_measurements_are_not_taken_as_current() -> None:
+    sink = RecordingSink()
+    devices = [
+        device({"id": "th-old", "mqtt": {"topic": "a/th-old"}, "points": TH}),
+        device({"id": "door-old", "mqtt": {"topic": "a/door-old"}, "points": DOOR}),
+        device({"id": "th-ts", "mqtt": {"topic": "a/th-ts", "time_path": "ts"}, "points": TH}),
+    ]
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), devices, sink)
+    for topic, payload in [
+        ("a/th-old", b'{"t": 20, "rh": 50}'),  # a dead sensor's last value: skipped
+        ("a/door-old", b'{"contact": "open"}'),  # a contact's state still holds: kept
+        ("a/th-ts", b'{"t": 20, "rh": 50, "ts": 1767225600}'),  # carries its own time: kept
+    ]:
+        msg = message(topic, payload)
+        msg.retain = True
+        collector.handle(msg)
+    assert sink.values() == [
+        ("door-old", "door", 1.0),
+        ("th-ts", "temperature", 20.0),
+        ("th-ts", "humidity", 50.0),
+    ]
+    assert [d for d, _, _ in sink.statuses] == ["door-old", "th-ts"]
