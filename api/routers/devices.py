@@ -1,0 +1,38 @@
+"""Devices and their health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import ContextDep
+from api.schemas import DevicePublic, RoomPublic, iso_or_none
+
+router = APIRouter(prefix="/api/v1", tags=["devices"])
+
+
+@router.get("/devices", response_model=list[DevicePublic])
+def list_devices(ctx: ContextDep, room: str | None = None) -> list[DevicePublic]:
+    """Every device: status (online | offline | faulty | unknown), last seen, last error, rejections."""
+    names = {d.id: d.name for d in ctx.config.devices}
+    return [
+        DevicePublic(
+            id=h.id,
+            name=names.get(h.id),
+            room=h.room,
+            protocol=h.protocol,
+            status=h.status,
+            status_since=iso_or_none(h.status_since),
+            last_seen=iso_or_none(h.last_seen),
+            last_error=h.last_error,
+            rejected=dict(h.rejected),
+            last_rejection=h.last_rejection,
+        )
+        for h in ctx.pipeline.devices()
+        if room is None or h.room == room
+    ]
+
+
+@router.get("/rooms", response_model=list[RoomPublic])
+def list_rooms(ctx: ContextDep) -> list[RoomPublic]:
+    """The archive rooms of the site."""
+    return [RoomPublic(id=r.id, name=r.name, kind=r.kind) for r in ctx.config.rooms]

@@ -1,0 +1,1 @@
+"""Dashboards served by the API: wall/ (the archive-room kiosk page) and, later, grafana/."""

@@ -1,0 +1,1 @@
+"""Runtime wiring and the bafang command line."""
