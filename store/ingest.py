@@ -4,8 +4,9 @@ It lives in store/ because its job is to make readings durable before anything e
 rules, the API and the runtime above it all use it.
 
 Collectors call ``submit``/``reject``/``status`` from any thread (paho's network thread, the event loop).
-Readings are buffered and written to the readings store in batches from the event loop: when a batch is
-full or every ``flush_interval``. Only after a batch is stored do the listeners (rules, live feed) see it,
+Readings are buffered and written to the readings store in batches from the event loop: as soon as
+``batch_size`` readings wait, or when no reading has come for ``flush_interval / 50`` (the burst is
+over), and at the latest ``flush_interval`` after the first buffered reading. Only after a batch is stored do the listeners (rules, live feed) see it,
 so nothing downstream rests on a reading that was not kept. A failed write keeps the batch and retries
 with backoff. Device health, last-seen times and rejection counts are kept here, live.
 """
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -102,6 +104,7 @@ class Pipeline:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_submit = 0.0
         self.stored = 0
         self.dropped = 0
         self.write_failures = 0
@@ -114,9 +117,10 @@ class Pipeline:
         """Accept validated readings (thread-safe)."""
         if not readings:
             return
-        wake = False
         with self._lock:
+            first = not self._buffer
             self._buffer.extend(readings)
+            self._last_submit = time.monotonic()
             seen: dict[str, Reading] = {}
             for r in readings:
                 seen[r.device] = r
@@ -132,7 +136,7 @@ class Pipeline:
                 del self._buffer[:excess]
                 self.dropped += excess
                 log.error("readings buffer full (store unavailable?): dropped the %d oldest readings", excess)
-            wake = len(self._buffer) >= self._batch_size
+            wake = first or len(self._buffer) >= self._batch_size
         if wake:
             self._wake_soon()
 
@@ -231,13 +235,28 @@ class Pipeline:
 
     async def _run(self) -> None:
         assert self._wake is not None
+        wake = self._wake
+        quiet = self._flush_interval / 50
         backoff = 0.0
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(self._flush_interval, backoff))
-            self._wake.clear()
-            ok = await self.flush()
-            backoff = 0.0 if ok else min(max(backoff * 2, 0.5), 30.0)
+            await wake.wait()  # set by the first reading after a flush, a full batch, or stop()
+            wake.clear()
+            # Linger while a burst goes on, so that batches fill, but not past flush_interval.
+            deadline = time.monotonic() + self._flush_interval
+            while not self._stopping and self.pending < self._batch_size:
+                now = time.monotonic()
+                idle = now - self._last_submit
+                if idle >= quiet or now >= deadline:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=min(quiet - idle, deadline - now))
+                wake.clear()
+            if await self.flush():
+                backoff = 0.0
+            else:
+                backoff = min(max(backoff * 2, 0.5), 30.0)
+                await asyncio.sleep(backoff)
+                wake.set()  # try the kept readings again
 
     async def flush(self) -> bool:
         """Write everything buffered now; False when the store refused it (the readings are kept)."""

@@ -140,3 +140,19 @@ async def test_device_health_edges_and_silence(tmp_path: Path) -> None:
     assert {h.id for h in pipeline.take_dirty()} == {"door-1", "th-1", "th-77"}
     assert pipeline.take_dirty() == []
     await store.close()
+
+
+async def test_a_lone_reading_is_written_once_input_goes_quiet_not_after_the_whole_interval(
+    tmp_path: Path,
+) -> None:
+    store = SqliteReadingStore(tmp_path / "r.db")
+    await store.open()
+    # flush_interval 20 s: quiet after 0.4 s without readings.
+    pipeline = Pipeline(store, batch_size=1000, flush_interval=20.0)
+    await pipeline.start()
+    started = asyncio.get_running_loop().time()
+    pipeline.submit([reading(1)])
+    await wait_for(lambda: pipeline.stored == 1, limit=10)
+    assert asyncio.get_running_loop().time() - started < 10  # well before the 20 s interval
+    await pipeline.stop()
+    await store.close()
