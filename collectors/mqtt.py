@@ -5,10 +5,20 @@ message and the sink (thread-safe) takes what it decodes. QoS 1 with a persisten
 ``clean_session=False``, MQTT 5 ``clean_start=False`` plus a session expiry) and a stable client id
 mean that neither a broker restart (with persistence) nor ours loses a message. Subscriptions are made
 in ``on_connect`` so every reconnect resubscribes, whatever the broker remembered.
+
+Acknowledgement is manual: a QoS 1 message goes to ``sink.submit`` with an ``ack`` that sends its
+PUBACK once the sink has stored what it carried, so a crash at any moment leaves every message not yet
+stored with the broker, which delivers it again (same packet id) on the next connection. Messages
+with nothing to store (availability, topics no device owns, retained values we skip) are acknowledged
+at once. At most ``receive_maximum`` messages wait for their ack: MQTT 5 tells the broker so in
+CONNECT, and with either protocol the network thread stops reading the socket when the window is full
+(TCP back-pressure), so a backlog waits in the broker, not in our memory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -43,6 +53,11 @@ _MAX_SESSION_EXPIRY = 0xFFFFFFFF  # MQTT 5: a four-byte integer; this value mean
 _TOPIC_CACHE_LIMIT = 10_000  # wildcard topics resolved to a route; bounded against topic floods
 # Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _EPOCH_MS_THRESHOLD = 1e11
+_WINDOW_POLL = 0.5  # seconds between checks of `stopping` while the in-flight window is full
+_BARRIER_TIMEOUT = 2.0  # seconds stop() waits for the broker to confirm the last acks
+
+# What a message gave: readings and rejections for the sink, or None when there is nothing to store.
+_Outcome = tuple[list[Reading], list[Rejection] | None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +90,40 @@ class _Availability:
     segment: int | None
     online: str
     offline: str
+
+
+class _Ack:
+    """The acknowledgement handed to the sink with one QoS >= 1 message; effective once."""
+
+    __slots__ = ("_collector", "_done", "_generation", "_mid", "_qos")
+
+    def __init__(self, collector: MqttCollector, mid: int, qos: int, generation: int) -> None:
+        self._collector = collector
+        self._mid = mid
+        self._qos = qos
+        self._generation = generation
+        self._done = False
+
+    def __call__(self) -> None:
+        self._collector._acked(self, send=True)
+
+    def __repr__(self) -> str:
+        return f"<ack mid {self._mid} qos {self._qos}{' done' if self._done else ''}>"
+
+
+def _message_key(msg: paho.MQTTMessage) -> str:
+    """Identity of a message across redeliveries: the broker resends it with the same packet id."""
+    digest = hashlib.blake2b(bytes(msg._topic) + b"\0" + bytes(msg.payload), digest_size=8).hexdigest()
+    return f"{msg.mid}:{digest}"
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _split_path(path: str | None) -> tuple[str, ...] | None:
@@ -170,6 +219,23 @@ class MqttCollector:
         # paho calls handle() from one thread; the lock covers the caches a caller on another thread may touch.
         self._lock = threading.Lock()
 
+        # The in-flight window: messages handed to the sink whose ack has not come back. The condition
+        # guards the count, the generation and `_stopping`; paho's thread waits on it when the window is full.
+        self._window_lock = threading.Lock()  # taken bare on the per-message path: a C-level enter
+        self._cond = threading.Condition(self._window_lock)
+        self._inflight = 0
+        self._max_inflight = broker.receive_maximum
+        # Resume reading at three quarters: one wake-up per stored batch, not one per ack.
+        self._low_water = broker.receive_maximum - max(1, broker.receive_maximum // 4)
+        self._waiting = False
+        # Bumped on every disconnect and connect. An ack from an older connection is not sent: the broker
+        # has already delivered that message again on the new one (same packet id, its own ack), and a
+        # late PUBACK there could acknowledge a different message that reuses the id.
+        self._generation = 0
+        # stop() waits for the UNSUBACK of this filter (never subscribed) to know the broker has our acks.
+        self._barrier_topic = f"bafang/ack-barrier/{broker.client_id}"
+        self._barrier = threading.Event()
+
         self._connected = False
         self._sub_mid = -1
         self._ever_connected = False
@@ -249,9 +315,13 @@ class MqttCollector:
 
     def _make_client(self) -> paho.Client:
         b = self._broker
+        # manual_ack: paho sends no PUBACK after on_message; `_Ack` sends it once the sink has stored it.
         if self._v5:
             client = paho.Client(
-                CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=MQTTProtocolVersion.MQTTv5
+                CallbackAPIVersion.VERSION2,
+                client_id=b.client_id,
+                protocol=MQTTProtocolVersion.MQTTv5,
+                manual_ack=True,
             )
         else:
             client = paho.Client(
@@ -259,6 +329,7 @@ class MqttCollector:
                 client_id=b.client_id,
                 clean_session=False,
                 protocol=MQTTProtocolVersion.MQTTv311,
+                manual_ack=True,
             )
         if b.username is not None:
             client.username_pw_set(b.username, b.password.get_secret_value() if b.password else None)
@@ -278,6 +349,7 @@ class MqttCollector:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     def _subscriptions(self) -> list[tuple[str, int]]:
@@ -298,6 +370,16 @@ class MqttCollector:
         """Whether the broker session is up and our subscriptions are acknowledged."""
         return self._connected
 
+    @property
+    def inflight(self) -> int:
+        """Messages handed to the sink whose ack has not come back yet."""
+        return self._inflight
+
+    @property
+    def throttled(self) -> bool:
+        """Whether the network thread is waiting for acks before it reads more from the broker."""
+        return self._waiting
+
     def start(self) -> None:
         """Connect in the background; paho's thread reconnects with backoff for as long as we run."""
         self._stopping = False
@@ -305,6 +387,7 @@ class MqttCollector:
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = min(int(self._broker.session_expiry), _MAX_SESSION_EXPIRY)
+            props.ReceiveMaximum = self._broker.receive_maximum
             self._client.connect_async(
                 self._host, self._port, keepalive=self._broker.keepalive, clean_start=False, properties=props
             )
@@ -318,15 +401,58 @@ class MqttCollector:
             len(self._subscriptions()),
         )
 
+    def pause(self) -> None:
+        """Hand nothing more to the sink; acks still go out while connected (call before a last flush).
+
+        Messages arriving from now on are neither handed over nor acknowledged: the broker delivers
+        them again on our next connection.
+        """
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
     def stop(self) -> None:
         """Disconnect (the broker keeps our session) and stop the network thread."""
-        self._stopping = True
+        self.pause()
+        # The embedded broker runs on the service's event loop: waiting on that loop's thread for its
+        # answer would only time out. (runtime stops us through asyncio.to_thread.)
+        if self._connected and not (self._broker.url == "embedded" and _on_event_loop()):
+            self._flush_acks()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected = False
 
+    def _flush_acks(self) -> None:
+        """Wait (briefly) until the broker has processed the PUBACKs sent so far.
+
+        paho closes the socket right after writing DISCONNECT; a message the broker sends meanwhile
+        meets a closed socket, the reset that comes back makes the broker drop what it had not read yet,
+        and the last acks were lost (seen with MQTT 5: acknowledged messages delivered again). The
+        broker answers a client's packets in order, so an UNSUBACK for a filter we never subscribed to
+        proves every earlier PUBACK arrived.
+        """
+        self._barrier.clear()
+        rc, _ = self._client.unsubscribe(self._barrier_topic)
+        if rc != paho.MQTT_ERR_SUCCESS:
+            return
+        if not self._barrier.wait(_BARRIER_TIMEOUT):
+            log.warning(
+                "mqtt %s: broker did not confirm the last acks within %g s", self._where, _BARRIER_TIMEOUT
+            )
+
     # -------------------------------------------------------------------------------------------
     # paho callbacks (network thread): nothing may escape them
+
+    def _on_unsubscribe(
+        self,
+        client: paho.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        # The collector unsubscribes only for the barrier (the UNSUBACK may beat unsubscribe()'s return).
+        self._barrier.set()
 
     def _on_connect(
         self,
@@ -337,6 +463,7 @@ class MqttCollector:
         properties: Properties | None,
     ) -> None:
         try:
+            self._new_generation()
             if reason.is_failure:
                 self._connect_failed(f"refused: {reason}")
                 return
@@ -390,6 +517,7 @@ class MqttCollector:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        self._new_generation()
         was = self._connected
         self._connected = False
         if self._stopping:
@@ -399,49 +527,137 @@ class MqttCollector:
             log.warning("mqtt %s: disconnected: %s; reconnecting with backoff", self._where, reason)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        if self._stopping:
+            return  # paused or stopping: not handed over, not acked; the broker delivers it again
         try:
             self.handle(msg)
         except Exception:
             # A bug here must not drop the connection: paho would re-raise into its loop.
             log.exception("mqtt %s: message on %r not handled", self._where, msg._topic)
+        if self._inflight >= self._max_inflight:
+            self._wait_for_window()
+
+    def _new_generation(self) -> None:
+        with self._cond:
+            self._generation += 1
+
+    def _wait_for_window(self) -> None:
+        """Block paho's network thread until acks free the window: the backlog stays in the broker.
+
+        While we wait paho reads nothing more from the socket, so TCP flow control holds the broker
+        back (MQTT 3.1.1 has no receive maximum). Acks from the sink's thread only queue the PUBACK and
+        take no paho lock (paho holds ``_in_callback_mutex`` around this call), so they go out as soon
+        as this returns.
+        """
+        with self._cond:
+            if self._inflight < self._max_inflight:
+                return
+            log.debug("mqtt %s: %d messages await storage; pausing reads", self._where, self._inflight)
+            self._waiting = True
+            try:
+                while self._inflight > self._low_water and not self._stopping:
+                    self._cond.wait(_WINDOW_POLL)
+            finally:
+                self._waiting = False
+
+    def _acked(self, ack: _Ack, *, send: bool) -> None:
+        """An ack came back (send) or a submit failed (not send): free its slot, PUBACK if still valid."""
+        with self._window_lock:
+            if ack._done:
+                return
+            ack._done = True
+            self._inflight -= 1
+            # Under the lock, so a disconnect cannot slip between the check and the queueing (a PUBACK
+            # queued before the disconnect is dropped by paho's reconnect, which clears its queue).
+            if send and ack._generation == self._generation:
+                # Only queues the packet and wakes paho's select through its socket pair.
+                self._client.ack(ack._mid, ack._qos)
+            if self._waiting and (self._inflight <= self._low_water or self._stopping):
+                self._cond.notify()
 
     # -------------------------------------------------------------------------------------------
     # Messages
 
     def handle(self, msg: paho.MQTTMessage) -> None:
-        """Decode one message and hand its readings, rejections and device state to the sink."""
+        """Decode one message and hand it to the sink with its ack, or acknowledge it at once."""
+        qos = msg.qos
+        try:
+            outcome = self._decode(msg)
+        except Exception:
+            # A routing bug: the message cannot be attributed to a device, like one for no device.
+            log.exception("mqtt %s: message on %r not routed", self._where, msg._topic)
+            outcome = None
+        if outcome is None:
+            if qos:
+                self._client.ack(msg.mid, qos)
+            return
+        readings, rejections = outcome
+        if not qos:
+            if readings or rejections:
+                self._sink.submit(readings, rejections or ())
+            return
+        if not readings and not rejections:
+            self._client.ack(msg.mid, qos)
+            return
+        if rejections:
+            key = _message_key(msg)
+            rejections = [replace(r, key=key, redelivered=bool(msg.dup)) for r in rejections]
+        with self._window_lock:
+            self._inflight += 1
+            generation = self._generation
+        ack = _Ack(self, msg.mid, qos, generation)
+        try:
+            self._sink.submit(readings, rejections or (), ack=ack)
+        except Exception:
+            # Not taken: free the slot but send no PUBACK; the broker delivers it again next connection.
+            self._acked(ack, send=False)
+            raise
+
+    def _decode(self, msg: paho.MQTTMessage) -> _Outcome:
+        """What one message gives the sink; None when there is nothing to store (ack it at once)."""
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            return
+            return None
         route = self._exact.get(topic)
         if route is not None:
-            if msg.retain and self._filter_retained and (route := self._on_retain[route.device.id]) is None:
-                return
-            self._readings(route, route.device.id, topic, msg.payload)
-            return
-        avail = self._avail_exact.get(topic)
-        if avail is not None:
-            self._availability(avail, avail.device.id, topic, msg.payload)
-            return
+            device_id = route.device.id
+        else:
+            avail = self._avail_exact.get(topic)
+            if avail is not None:
+                self._availability(avail, avail.device.id, topic, msg.payload)
+                return None
+            resolved: tuple[_Route, str] | Rejection | None
+            try:
+                resolved = self._resolved[topic]
+            except KeyError:
+                resolved = self._resolve(topic)
+            if resolved is None:
+                # Availability, or a topic no device owns (a subscription an older config left in the session).
+                levels = topic.split("/")
+                for a in self._avail_wild:
+                    if _matches(a.levels, levels):
+                        device_id = levels[a.segment] if a.segment is not None else a.device.id
+                        self._availability(a, device_id, topic, msg.payload)
+                        break
+                return None
+            if isinstance(resolved, Rejection):
+                return [], [resolved]
+            route, device_id = resolved
+        if msg.retain and self._filter_retained:
+            retained = self._on_retain[route.device.id]
+            if retained is None:
+                return None
+            route = retained
         try:
-            resolved = self._resolved[topic]
-        except KeyError:
-            resolved = self._resolve(topic)
-        if resolved is not None:
-            route = resolved[0]
-            if msg.retain and self._filter_retained and (route := self._on_retain[route.device.id]) is None:
-                return
-            self._readings(route, resolved[1], topic, msg.payload)
-            return
-        levels = topic.split("/")
-        for a in self._avail_wild:
-            if _matches(a.levels, levels):
-                device_id = levels[a.segment] if a.segment is not None else a.device.id
-                self._availability(a, device_id, topic, msg.payload)
-                return
+            return self._readings(route, device_id, topic, msg.payload)
+        except Exception as exc:
+            # Whatever a payload does to the decoder, the message is accounted for and acknowledged.
+            log.debug("mqtt %s: decoding %r failed", self._where, topic, exc_info=True)
+            detail = f"{topic}: cannot decode {_short(msg.payload)} ({type(exc).__name__}: {exc})"
+            return [], [self._reject(device_id, None, Reason.MALFORMED, detail, self._clock.now())]
 
-    def _resolve(self, topic: str) -> tuple[_Route, str] | None:
+    def _resolve(self, topic: str) -> tuple[_Route, str] | Rejection | None:
         levels = topic.split("/")
         found: tuple[_Route, str] | None = None
         for route in self._wild:
@@ -452,8 +668,10 @@ class MqttCollector:
                     device_id = levels[route.segment]
                     if not _DEVICE_ID.match(device_id):
                         detail = f"topic {topic!r} level {route.segment} is not a device id ({device_id!r})"
-                        self._reject(route.device.id, None, Reason.UNKNOWN_DEVICE, detail, self._clock.now())
-                        return None  # not cached: each such message is counted
+                        # not cached: each such message is counted
+                        return self._reject(
+                            route.device.id, None, Reason.UNKNOWN_DEVICE, detail, self._clock.now()
+                        )
                     found = (route, device_id)
                 break
         if found is None and any(_matches(a.levels, levels) for a in self._avail_wild):
@@ -464,7 +682,9 @@ class MqttCollector:
             self._resolved[topic] = found
         return found
 
-    def _readings(self, route: _Route, device_id: str, topic: str, payload: bytes | bytearray) -> None:
+    def _readings(
+        self, route: _Route, device_id: str, topic: str, payload: bytes | bytearray
+    ) -> tuple[list[Reading], list[Rejection] | None]:
         now = self._clock.now()
         if self._online.get(device_id) is not True:
             self._set_online(device_id, True, None, now)
@@ -475,8 +695,7 @@ class MqttCollector:
         except (ValueError, UnicodeDecodeError) as exc:
             if not route.bare_text:
                 detail = f"{topic}: not JSON: {_short(payload)} ({exc})"
-                self._reject(device_id, None, Reason.MALFORMED, detail, now)
-                return
+                return [], [self._reject(device_id, None, Reason.MALFORMED, detail, now)]
             # Many contact sensors publish bare words (open, ON); the point's map decides.
             data = bytes(payload).decode("utf-8", "replace").strip()
         if self._streaks:
@@ -488,13 +707,15 @@ class MqttCollector:
             if parsed is None:
                 field = ".".join(route.time_path)
                 what = "missing" if raw_t is _MISSING else f"unreadable ({_short(raw_t)})"
-                for p in route.points:
-                    self._reject(device_id, p.metric, Reason.BAD_TIME, f"{topic}: time {field} {what}", now)
-                return
+                detail = f"{topic}: time {field} {what}"
+                return [], [
+                    self._reject(device_id, p.metric, Reason.BAD_TIME, detail, now) for p in route.points
+                ]
             t = parsed
         room = route.device.room
         obj: dict[str, object] | None = data if isinstance(data, dict) else None
         out: list[Reading] = []
+        rejected: list[Rejection] | None = None
         for p in route.points:
             if p.key is not None:
                 value = obj.get(p.key, _MISSING) if obj is not None else _MISSING
@@ -507,7 +728,9 @@ class MqttCollector:
                     field = p.key or ".".join(p.path or ())
                     reason = Reason.MISSING if obj is not None else Reason.MALFORMED
                     detail = f"{topic}: no field {field!r} in {_short(payload)}"
-                    self._reject(device_id, p.metric, reason, detail, now)
+                    if rejected is None:
+                        rejected = []
+                    rejected.append(self._reject(device_id, p.metric, reason, detail, now))
                 continue
             verdict = check_mqtt(p.point, value)
             if isinstance(verdict, float):
@@ -515,9 +738,10 @@ class MqttCollector:
                 if self._streaks:
                     self._recovered(device_id, p.metric)
             else:
-                self._reject(device_id, p.metric, verdict[0], f"{topic}: {verdict[1]}", now)
-        if out:
-            self._sink.submit(out)
+                if rejected is None:
+                    rejected = []
+                rejected.append(self._reject(device_id, p.metric, verdict[0], f"{topic}: {verdict[1]}", now))
+        return out, rejected
 
     def _availability(self, a: _Availability, device_id: str, topic: str, payload: bytes | bytearray) -> None:
         text = bytes(payload).decode("utf-8", "replace").strip()
@@ -545,8 +769,11 @@ class MqttCollector:
             log.warning("device %s (mqtt %s): %s", device_id, self._where, error)
         self._sink.status(device_id, status, error, now)
 
-    def _reject(self, device_id: str, metric: str | None, reason: Reason, detail: str, now: float) -> None:
-        self._sink.reject(Rejection(device_id, metric, reason, detail, now))
+    def _reject(
+        self, device_id: str, metric: str | None, reason: Reason, detail: str, now: float
+    ) -> Rejection:
+        """A rejection for the sink (its message key is added at submit), logged once per streak."""
+        rejection = Rejection(device_id, metric, reason, detail, now)
         key = (device_id, metric)
         with self._lock:
             streak = self._streaks.get(key)
@@ -560,6 +787,7 @@ class MqttCollector:
             log.warning(
                 "device %s: %s rejected (%s): %s", device_id, metric or "message", reason.value, detail
             )
+        return rejection
 
     def _recovered(self, device_id: str, metric: str | None) -> None:
         with self._lock:

@@ -111,6 +111,10 @@ class MqttBroker(_Model):
     qos: Literal[0, 1] = 1
     # How long the broker keeps our session (subscriptions and queued QoS 1 messages) while we are away.
     session_expiry: Duration = 7 * 86400.0
+    # Messages received but not yet stored and acknowledged. MQTT 5 tells the broker (Receive Maximum);
+    # with 3.1.1 set Mosquitto's max_inflight_messages to the same. Beyond it Bafang stops reading from
+    # the broker until a batch is stored, so a backlog waits in the broker, not in Bafang's memory.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
     tls: Tls | None = None
     # Subscribe through `$share/<group>/...` so several replicas share the load.
     shared_group: Identifier | None = None

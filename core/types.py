@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -46,20 +46,36 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A value that did not become a reading, with the device, the metric (if known) and why."""
+    """A value that did not become a reading, with the device, the metric (if known) and why.
+
+    ``key`` identifies the message it came from across redeliveries (MQTT: packet id, topic and payload),
+    and ``redelivered`` says the broker marked it a redelivery (DUP): a redelivered message whose key was
+    counted before is not counted again. None / False where nothing is redelivered.
+    """
 
     device: str
     metric: str | None
     reason: Reason
     detail: str
     time: float
+    key: str | None = None
+    redelivered: bool = False
+
+
+Ack = Callable[[], None]
 
 
 class Sink(Protocol):
     """Where collectors hand what they read. Implemented by the ingest pipeline; thread-safe."""
 
-    def submit(self, readings: Sequence[Reading]) -> None:
-        """Accept validated readings."""
+    def submit(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+    ) -> None:
+        """Accept one message's (or poll's) validated readings and rejected values.
+
+        ``ack`` is called, from another thread, once all of them are durably stored (readings committed,
+        rejections counted): an MQTT collector acknowledges the message to the broker only then.
+        """
         ...
 
     def reject(self, rejection: Rejection) -> None:

@@ -66,8 +66,13 @@ def check_mqtt(point: MqttPoint, value: object) -> Verdict:
             return (Reason.UNMAPPED, f"{point.metric}: {value!r} is not one of {', '.join(point.map)}")
     if isinstance(value, bool):
         raw = 1.0 if value else 0.0
-    elif isinstance(value, int | float):
-        raw = float(value)
+    elif isinstance(value, float):
+        raw = value
+    elif isinstance(value, int):
+        try:
+            raw = float(value)
+        except OverflowError:  # an integer beyond any float: no sensor means that
+            return (Reason.OUT_OF_RANGE, f"{point.metric}: {_short(value)} is beyond any plausible value")
     else:
         return (
             Reason.WRONG_TYPE,

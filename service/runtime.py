@@ -65,11 +65,7 @@ def _to_record(h: DeviceHealth) -> records.DeviceState:
 
 
 def _from_record(s: records.DeviceState) -> DeviceHealth:
-    health = DeviceHealth(s.id, s.room, s.protocol, last_seen=s.last_seen)
-    health.rejected.update(s.rejected)
-    for reason, last in s.last_rejection.items():
-        health.last_rejections[reason] = (last.detail or "", last.time or 0.0)
-    return health
+    return DeviceHealth(s.id, s.room, s.protocol, last_seen=s.last_seen)
 
 
 @dataclass
@@ -108,6 +104,7 @@ class Runtime:
             flush_interval=ts.flush_interval,
         )
         self.pipeline.restore(_from_record(s) for s in saved)
+        await self.pipeline.load_counts()
         await self.pipeline.start()
 
         mqtt_devices = [d for d in cfg.devices if isinstance(d, MqttDevice)]
@@ -216,13 +213,16 @@ class Runtime:
             self.scheduler.pause()
             await asyncio.sleep(0.2)
             self.scheduler.shutdown(wait=False)
-        if self.mqtt is not None:
-            await asyncio.to_thread(self.mqtt.stop)
         if self.modbus is not None:
             await self.modbus.close()
+        if self.mqtt is not None:
+            self.mqtt.pause()  # what arrives from now on stays unacknowledged: the broker keeps it
         if self.pipeline is not None:
+            # While MQTT is still connected: store what is buffered and acknowledge it.
             await self.pipeline.stop()
             await self.save_states()
+        if self.mqtt is not None:
+            await asyncio.to_thread(self.mqtt.stop)
         if self.readings is not None:
             await self.readings.close()
         if self.broker is not None:

@@ -3,6 +3,9 @@
 It lives in store/ because its job is to make readings durable before anything else sees them;
 rules, the API and the runtime above it all use it.
 
+A message's readings and rejected values are acknowledged (its ``ack`` called) only after the
+transaction holding them commits, so a broker keeps every message whose contents are not yet stored.
+
 Collectors call ``submit``/``reject``/``status`` from any thread (paho's network thread, the event loop).
 Readings are buffered and written to the readings store in batches from the event loop: as soon as
 ``batch_size`` readings wait, or when no reading has come for ``flush_interval / 50`` (the burst is
@@ -23,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from core.clock import Clock, SystemClock
-from core.types import DeviceStatus, Reading, Rejection
+from core.types import Ack, DeviceStatus, Reading, Rejection
 from store.timeseries import ReadingStore, StoreError
 
 log = logging.getLogger("bafang.pipeline")
@@ -97,6 +100,8 @@ class Pipeline:
         self._max_buffer = max_buffer
         self._lock = threading.Lock()
         self._buffer: list[Reading] = []
+        self._rejections: list[Rejection] = []
+        self._acks: list[Ack] = []
         self._devices: dict[str, DeviceHealth] = {}
         self._dirty: set[str] = set()
         self._listeners: list[Listener] = []
@@ -113,25 +118,27 @@ class Pipeline:
 
     # -- Sink ------------------------------------------------------------------------------------
 
-    def submit(self, readings: Sequence[Reading]) -> None:
-        """Accept validated readings (thread-safe)."""
-        if not readings:
+    def submit(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+    ) -> None:
+        """Accept readings and rejected values; call ``ack`` once they are stored (thread-safe)."""
+        if not readings and not rejections and ack is None:
             return
         with self._lock:
-            first = not self._buffer
+            first = not (self._buffer or self._rejections or self._acks)
             self._buffer.extend(readings)
+            if rejections:
+                self._rejections.extend(rejections)
+                for rj in rejections:
+                    self._health(rj.device, None)
+            if ack is not None:
+                self._acks.append(ack)
             self._last_submit = time.monotonic()
-            seen: dict[str, Reading] = {}
-            for r in readings:
-                seen[r.device] = r
-            for device, r in seen.items():
-                health = self._health(device, r.room)
-                if health.last_seen is None or r.time > health.last_seen:
-                    health.last_seen = r.time
-                if health.status is not DeviceStatus.ONLINE:
-                    self._set_status(health, DeviceStatus.ONLINE, None, r.time)
-                self._dirty.add(device)
-            if len(self._buffer) > self._max_buffer:
+            if readings:
+                self._seen(readings)
+            if len(self._buffer) > self._max_buffer and not self._acks:
+                # Only readings nobody waits an ack for (polled ones) are ever dropped: MQTT messages
+                # are bounded by the collector's in-flight window and stay in the broker.
                 excess = len(self._buffer) - self._max_buffer
                 del self._buffer[:excess]
                 self.dropped += excess
@@ -140,14 +147,21 @@ class Pipeline:
         if wake:
             self._wake_soon()
 
+    def _seen(self, readings: Sequence[Reading]) -> None:
+        last: dict[str, Reading] = {}
+        for r in readings:
+            last[r.device] = r
+        for device, r in last.items():
+            health = self._health(device, r.room)
+            if health.last_seen is None or r.time > health.last_seen:
+                health.last_seen = r.time
+            if health.status is not DeviceStatus.ONLINE:
+                self._set_status(health, DeviceStatus.ONLINE, None, r.time)
+            self._dirty.add(device)
+
     def reject(self, rejection: Rejection) -> None:
-        """Count a rejected value by device and reason (thread-safe). The collector logs it."""
-        with self._lock:
-            health = self._health(rejection.device, None)
-            reason = rejection.reason.value
-            health.rejected[reason] += 1
-            health.last_rejections[reason] = (rejection.detail, rejection.time)
-            self._dirty.add(rejection.device)
+        """Count a rejected value (once stored, like readings); thread-safe. The collector logs it."""
+        self.submit((), (rejection,))
 
     def status(self, device: str, status: DeviceStatus, error: str | None, time: float) -> None:
         """Record a collector's view of a device's health (thread-safe). The collector logs edges."""
@@ -183,7 +197,7 @@ class Pipeline:
             return [h.snapshot(now) for h in self._devices.values()]
 
     def restore(self, states: Iterable[DeviceHealth]) -> None:
-        """Take back counters and last-seen times saved before a restart."""
+        """Take back last-seen times saved before a restart (and devices heard on wildcard topics)."""
         with self._lock:
             for saved in states:
                 health = self._devices.get(saved.id)
@@ -191,9 +205,7 @@ class Pipeline:
                     if saved.protocol != "mqtt":
                         continue  # a Modbus device no longer configured
                     health = self._devices[saved.id] = DeviceHealth(saved.id, saved.room, saved.protocol)
-                health.rejected.update(saved.rejected)
                 health.last_seen = saved.last_seen
-                health.last_rejections.update(saved.last_rejections)
 
     def take_dirty(self) -> list[DeviceHealth]:
         """Snapshots of the devices changed since the last call (to persist them)."""
@@ -259,26 +271,66 @@ class Pipeline:
                 wake.set()  # try the kept readings again
 
     async def flush(self) -> bool:
-        """Write everything buffered now; False when the store refused it (the readings are kept)."""
+        """Write everything buffered now; False when the store refused it (everything is kept)."""
         with self._lock:
             batch, self._buffer = self._buffer, []
-        if not batch:
+            rejections, self._rejections = self._rejections, []
+            acks, self._acks = self._acks, []
+        if not (batch or rejections or acks):
             return True
         try:
-            await self._store.write(batch)
-        except StoreError as exc:
+            result = await self._store.write(batch, rejections)
+        except Exception as exc:
+            # Nothing is lost: the batch goes back to the front and is tried again with backoff.
             self.write_failures += 1
             with self._lock:
                 self._buffer[:0] = batch
-            log.error("readings store write of %d readings failed, will retry: %s", len(batch), exc)
+                self._rejections[:0] = rejections
+                self._acks[:0] = acks
+            if isinstance(exc, StoreError):
+                log.error("readings store write of %d readings failed, will retry: %s", len(batch), exc)
+            else:
+                log.exception("readings store write of %d readings failed, will retry", len(batch))
             return False
-        self.stored += len(batch)
-        for listener in self._listeners:
+        self.stored += len(result.stored)
+        if result.counted:
+            self._count(result.counted)
+        for ack in acks:
             try:
-                await listener(batch)
+                ack()
             except Exception:
-                log.exception("a readings listener failed")
+                log.exception("acknowledging a stored message failed")
+        if result.stored:
+            for listener in self._listeners:
+                try:
+                    await listener(result.stored)
+                except Exception:
+                    log.exception("a readings listener failed")
         return True
+
+    def _count(self, rejections: Sequence[Rejection]) -> None:
+        with self._lock:
+            for rj in rejections:
+                health = self._health(rj.device, None)
+                reason = rj.reason.value
+                health.rejected[reason] += 1
+                health.last_rejections[reason] = (rj.detail, rj.time)
+                self._dirty.add(rj.device)
+
+    async def load_counts(self) -> None:
+        """Take the rejection counts the store has kept (they survive restarts and crashes)."""
+        counts = await self._store.rejection_counts()
+        with self._lock:
+            for device, reasons in counts.items():
+                health = self._devices.get(device)
+                if health is None:
+                    continue
+                health.rejected.clear()
+                health.last_rejections.clear()
+                for reason, (count, detail, at) in reasons.items():
+                    health.rejected[reason] = count
+                    if detail is not None and at is not None:
+                        health.last_rejections[reason] = (detail, at)
 
     async def stop(self) -> None:
         """Stop the flush task and write what is still buffered."""

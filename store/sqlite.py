@@ -7,6 +7,8 @@ Layout::
     hourly(series_id, hour s, min, max, sum, count)   rolled up from raw, kept for ever
     rollup_pending(series_id, hour s)                 hours written to since their last rollup
     meta(key, value)                                  purged_before: raw older than this is gone
+    rejection_counts(device, reason, count, ...)      rejected values, counted in the readings' transaction
+    rejected_messages(key, metric, reason, ms)        messages already counted (redeliveries count once)
 
 Every call runs on one dedicated thread that owns the one connection, so the event loop never
 blocks on disk and SQLite never sees two writers from this process.
@@ -33,15 +35,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.clock import Clock, SystemClock
-from core.types import Reading
-from store.timeseries import SeriesPoint, StoreError
+from core.types import Reading, Rejection
+from store.timeseries import SeriesPoint, StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 HOUR_MS = 3_600_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -72,6 +74,21 @@ CREATE TABLE IF NOT EXISTS rollup_pending (
     hour      INTEGER NOT NULL,
     PRIMARY KEY (series_id, hour)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejection_counts (
+    device      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    last_detail TEXT,
+    last_ms     INTEGER,
+    PRIMARY KEY (device, reason)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejected_messages (
+    key    TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ms     INTEGER NOT NULL,
+    PRIMARY KEY (key, metric, reason)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -81,6 +98,7 @@ CREATE TABLE IF NOT EXISTS meta (
 # One index seek per series (measured: 6.7 ms for 2,000 series over 10 M rows); never GROUP BY/MAX.
 LATEST_SQL = "SELECT ts, value FROM readings WHERE series_id = ? ORDER BY ts DESC LIMIT 1"
 _INSERT_SQL = "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES "
+_INSERTED = " RETURNING series_id, ts"  # only the rows really inserted: a redelivery returns nothing
 _PENDING_SQL = "INSERT OR IGNORE INTO rollup_pending (series_id, hour) VALUES "
 # Rows per INSERT statement. executemany steps once per row and releases the GIL at every step, so a
 # writer thread beside a busy MQTT thread waits for the GIL once per row (measured: 13 µs a row under
@@ -94,12 +112,31 @@ def _values_sql(prefix: str, width: int, rows: int) -> str:
     return prefix + ", ".join([row] * rows)
 
 
-def _insert_rows(conn: sqlite3.Connection, prefix: str, width: int, flat: list[Any]) -> None:
-    """INSERT flat (row after row, width values each) in multi-row statements."""
+def _insert_rows(
+    conn: sqlite3.Connection, prefix: str, width: int, flat: list[Any], returning: str = ""
+) -> list[Any]:
+    """INSERT flat (row after row, width values each) in multi-row statements; the RETURNING rows."""
     step = _CHUNK * width
+    out: list[Any] = []
     for i in range(0, len(flat), step):
         chunk = flat[i : i + step]
-        conn.execute(_values_sql(prefix, width, len(chunk) // width), chunk)
+        cursor = conn.execute(_values_sql(prefix, width, len(chunk) // width) + returning, chunk)
+        if returning:
+            out += cursor.fetchall()
+    return out
+
+
+_COUNT_SQL = """
+INSERT INTO rejection_counts (device, reason, count, last_detail, last_ms) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (device, reason) DO UPDATE SET
+    count = count + excluded.count, last_detail = excluded.last_detail, last_ms = excluded.last_ms
+"""
+# A first delivery is always counted and its key remembered; a redelivery (DUP) is counted only if its
+# key is not remembered. Packet ids repeat every 65,535 messages, so a key alone would, in time, match
+# an unrelated message with the same payload: only redeliveries are checked against the keys.
+_REMEMBER_SQL = "INSERT OR REPLACE INTO rejected_messages (key, metric, reason, ms) VALUES (?, ?, ?, ?)"
+_SEEN_SQL = "INSERT OR IGNORE INTO rejected_messages (key, metric, reason, ms) VALUES (?, ?, ?, ?)"
+REJECTED_KEEP_DAYS = 8  # longer than the broker keeps our session (session_expiry, 7 days by default)
 
 
 # Recompute every pending hour that is fully in the past from raw. REPLACE makes it idempotent.
@@ -170,7 +207,7 @@ def enable_wal(conn: sqlite3.Connection, timeout: float = 10.0) -> None:
 
 
 class SqliteReadingStore:
-    """ReadingStore on an embedded SQLite file (WAL, synchronous=NORMAL)."""
+    """ReadingStore on an embedded SQLite file (WAL, synchronous=FULL)."""
 
     def __init__(self, path: str | Path, *, retention_days: int = 90, clock: Clock | None = None) -> None:
         if retention_days < 1:
@@ -230,7 +267,9 @@ class SqliteReadingStore:
             self._conn = conn
             conn.execute("PRAGMA busy_timeout=5000")
             enable_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk before it returns, so what the pipeline then acknowledges to
+            # the broker survives a power cut, not only a crash of the process.
+            conn.execute("PRAGMA synchronous=FULL")
             # Batches touch one leaf page per series: a larger page cache saves re-reads (16 MiB).
             conn.execute("PRAGMA cache_size=-16384")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -266,18 +305,19 @@ class SqliteReadingStore:
             (self._clock.monotonic() - started) * 1000,
         )
 
-    async def write(self, batch: Sequence[Reading]) -> None:
-        """Store a batch in one transaction (duplicates ignored), or raise StoreError."""
-        if not batch:
-            return
-        await self._run(self._write_sync, list(batch))
+    async def write(self, batch: Sequence[Reading], rejections: Sequence[Rejection] = ()) -> WriteResult:
+        """Store readings and count rejections in one transaction, or raise StoreError."""
+        if not batch and not rejections:
+            return WriteResult([], [])
+        return await self._run(self._write_sync, list(batch), list(rejections))
 
-    def _write_sync(self, batch: list[Reading]) -> None:
+    def _write_sync(self, batch: list[Reading], rejections: list[Rejection]) -> WriteResult:
         conn = self._db()
         series = self._series
         purged_ms = self._purged_before * 1000
         new_series: dict[tuple[str, str], tuple[int, str, str]] = {}
         rows: list[Any] = []  # flat: series, ts, value, series, ts, value, ...
+        accepted: list[Reading] = []
         marked = self._marked
         pending: set[tuple[int, int]] = set()
         newest: dict[tuple[str, str], tuple[int, Reading]] = {}
@@ -300,14 +340,16 @@ class SqliteReadingStore:
                         new_series[key] = entry
                     sid = entry[0]
                     rows += (sid, ts, r.value)
+                    accepted.append(r)
                     mark = (sid, ts // HOUR_MS * 3600)
                     if mark not in marked:
                         pending.add(mark)
                     seen = newest.get(key)
                     if seen is None or ts > seen[0]:
                         newest[key] = (ts, r)
-                _insert_rows(conn, _INSERT_SQL, 3, rows)
+                inserted = _insert_rows(conn, _INSERT_SQL, 3, rows, _INSERTED)
                 _insert_rows(conn, _PENDING_SQL, 2, [v for mark in pending for v in mark])
+                counted = self._count_sync(conn, rejections)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -337,6 +379,49 @@ class SqliteReadingStore:
             )
         if not_finite:
             log.warning("readings store %s: %d non-finite values not stored", self.path, not_finite)
+        if len(inserted) == len(accepted):
+            return WriteResult(accepted, counted)
+        # Some were stored before (a redelivery): hand on only the new ones, each once.
+        fresh = set(map(tuple, inserted))
+        stored: list[Reading] = []
+        for i, r in enumerate(accepted):
+            identity = (rows[3 * i], rows[3 * i + 1])
+            if identity in fresh:
+                fresh.discard(identity)
+                stored.append(r)
+        return WriteResult(stored, counted)
+
+    def _count_sync(self, conn: sqlite3.Connection, rejections: list[Rejection]) -> list[Rejection]:
+        """Count rejections, skipping those of a message counted before (a redelivery)."""
+        counted: list[Rejection] = []
+        totals: dict[tuple[str, str], list[Any]] = {}
+        for rj in rejections:
+            ms = round(rj.time * 1000)
+            if rj.key is not None:
+                row = (rj.key, rj.metric or "", rj.reason.value, ms)
+                if rj.redelivered:
+                    if conn.execute(_SEEN_SQL, row).rowcount == 0:
+                        continue
+                else:
+                    conn.execute(_REMEMBER_SQL, row)
+            counted.append(rj)
+            total = totals.setdefault((rj.device, rj.reason.value), [0, None, None])
+            total[0] += 1
+            if total[2] is None or ms >= total[2]:
+                total[1], total[2] = rj.detail, ms
+        conn.executemany(_COUNT_SQL, [(d, r, n, detail, ms) for (d, r), (n, detail, ms) in totals.items()])
+        return counted
+
+    async def rejection_counts(self) -> dict[str, dict[str, tuple[int, str | None, float | None]]]:
+        """Rejected values counted so far: device → reason → (count, last detail, last time)."""
+        return await self._run(self._rejection_counts_sync)
+
+    def _rejection_counts_sync(self) -> dict[str, dict[str, tuple[int, str | None, float | None]]]:
+        out: dict[str, dict[str, tuple[int, str | None, float | None]]] = {}
+        rows = self._db().execute("SELECT device, reason, count, last_detail, last_ms FROM rejection_counts")
+        for device, reason, count, detail, ms in rows:
+            out.setdefault(device, {})[reason] = (count, detail, None if ms is None else ms / 1000.0)
+        return out
 
     def _series_row(
         self, conn: sqlite3.Connection, r: Reading, entry: tuple[int, str, str] | None
@@ -430,6 +515,10 @@ class SqliteReadingStore:
             try:
                 rolled = conn.execute(_ROLLUP_SQL, {"cutoff": cutoff}).rowcount
                 conn.execute("DELETE FROM rollup_pending WHERE hour <= ?", (cutoff,))
+                conn.execute(
+                    "DELETE FROM rejected_messages WHERE ms < ?",
+                    (round((now - REJECTED_KEEP_DAYS * 86400) * 1000),),
+                )
                 self._marked = {m for m in self._marked if m[1] > cutoff}
                 # Recorded before deleting so that writes between here and the delete stay correct.
                 conn.execute(

@@ -2,7 +2,9 @@
 
 Writes are batched, asynchronous and fallible: ``write`` raises ``StoreError`` when the batch was not
 stored, and the caller keeps the batch and tries again. Inserts are idempotent on a reading's identity
-(device, metric, time in milliseconds): writing the same reading twice stores it once.
+(device, metric, time in milliseconds): writing the same reading twice stores it once, and ``write``
+returns only the readings it newly stored, so a redelivery is not seen twice downstream. Rejected
+values are counted in the same transaction, once per message key.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.types import Reading
+from core.types import Reading, Rejection
 
 
 class StoreError(Exception):
@@ -29,6 +31,14 @@ class SeriesPoint:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one write newly stored: readings not stored before, rejections not counted before."""
+
+    stored: list[Reading]
+    counted: list[Rejection]
+
+
 class ReadingStore(Protocol):
     """What the pipeline and the API need from a time-series backend."""
 
@@ -36,8 +46,12 @@ class ReadingStore(Protocol):
         """Create or open the store."""
         ...
 
-    async def write(self, batch: Sequence[Reading]) -> None:
-        """Store a batch in one transaction, or raise StoreError."""
+    async def write(self, batch: Sequence[Reading], rejections: Sequence[Rejection] = ()) -> WriteResult:
+        """Store readings and count rejections in one transaction, or raise StoreError."""
+        ...
+
+    async def rejection_counts(self) -> dict[str, dict[str, tuple[int, str | None, float | None]]]:
+        """Rejected values counted so far: device → reason → (count, last detail, last time)."""
         ...
 
     async def latest(self) -> list[Reading]:

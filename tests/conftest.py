@@ -98,8 +98,12 @@ class Mosquitto:
         workdir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} {self.host}",
-            # The default (1000) silently dropped about 2.4 % of QoS 1 messages to a slow subscriber.
-            "max_queued_messages 1000000",
+            # Unacknowledged QoS 1 messages in flight to one client (Bafang's default receive_maximum;
+            # an MQTT 5 client's own Receive Maximum applies when lower). The default is 20.
+            "max_inflight_messages 1000",
+            # The default (1000) silently dropped about 2.4 % of QoS 1 messages to a slow subscriber; a
+            # backlog of a million messages must wait in the broker whole.
+            "max_queued_messages 2000000",
             "max_queued_bytes 0",
             "log_dest stderr",
             "log_type error",

@@ -76,6 +76,7 @@ async def test_devices_report_status_and_rejections(
     pipeline.reject(
         Rejection("door-1", "door", Reason.UNMAPPED, "door: 'ajar' is not one of open, closed", clock.now())
     )
+    await pipeline.flush()
     body = (await c.get("/api/v1/devices")).json()
     by_id = {d["id"]: d for d in body}
     assert by_id["th-1"] == {

@@ -1,4 +1,5 @@
-"""The MQTT collector against a real Mosquitto: decoding, rejections, wildcards, availability, sessions."""
+"""The MQTT collector against a real Mosquitto: decoding, rejections, wildcards, availability, sessions,
+acknowledgement only once stored, and the in-flight window."""
 
 from __future__ import annotations
 
@@ -13,30 +14,56 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from collectors.mqtt import MqttCollector, parse_time
 from core.clock import ManualClock
 from core.config import MqttBroker, MqttDevice
-from core.types import DeviceStatus, Reading, Reason, Rejection
+from core.types import Ack, DeviceStatus, Reading, Reason, Rejection
 from tests.conftest import Mosquitto, MqttTestBroker, wait_until
 
 _ids = itertools.count()
 
 
 class RecordingSink:
-    """A thread-safe sink that keeps everything it is given."""
+    """A thread-safe sink that keeps everything it is given.
 
-    def __init__(self) -> None:
+    It acknowledges each submit at once, or with ``hold=True`` keeps the acks until ``release()``
+    (called from the test's thread, as the pipeline calls them from its event loop's).
+    """
+
+    def __init__(self, *, hold: bool = False) -> None:
         self._lock = threading.Lock()
+        self.hold = hold
         self.readings: list[Reading] = []
         self.rejections: list[Rejection] = []
         self.statuses: list[tuple[str, DeviceStatus, str | None]] = []
         self.submits = 0
+        self.acks: list[Ack | None] = []  # one per submit, in order
+        self.pending: list[Ack] = []
 
-    def submit(self, readings: Sequence[Reading]) -> None:
+    def submit(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+    ) -> None:
         with self._lock:
             self.readings.extend(readings)
+            self.rejections.extend(rejections)
             self.submits += 1
+            self.acks.append(ack)
+            if ack is not None and self.hold:
+                self.pending.append(ack)
+                return
+        if ack is not None:
+            ack()
+
+    def release(self) -> int:
+        """Call the held acks; how many."""
+        with self._lock:
+            pending, self.pending = self.pending, []
+        for ack in pending:
+            ack()
+        return len(pending)
 
     def reject(self, rejection: Rejection) -> None:
         with self._lock:
@@ -129,11 +156,21 @@ def start_collector() -> Iterator[Start]:
         collector.stop()
 
 
-def message(topic: str, payload: bytes) -> paho.MQTTMessage:
+def message(
+    topic: str | bytes, payload: bytes, *, qos: int = 0, mid: int = 0, retain: bool = False
+) -> paho.MQTTMessage:
     """A real paho message, as the network thread would hand it over."""
-    msg = paho.MQTTMessage(topic=topic.encode())
+    msg = paho.MQTTMessage(mid=mid, topic=topic.encode() if isinstance(topic, str) else topic)
     msg.payload = payload
+    msg.qos = qos
+    msg.retain = retain
     return msg
+
+
+def queued_pubacks(collector: MqttCollector) -> list[int]:
+    """Packet ids of the PUBACKs paho has queued to send (an unconnected client keeps them queued)."""
+    out = collector._client._out_packet
+    return [int(p["mid"]) for p in out if p["command"] & 0xF0 == paho.PUBACK]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,13 +586,20 @@ def test_parse_time(value: object, expected: float | None) -> None:
 
 def test_a_failing_sink_does_not_escape_the_callback(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(RecordingSink):
-        def submit(self, readings: Sequence[Reading]) -> None:
+        def submit(
+            self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+        ) -> None:
             raise RuntimeError("sink down")
 
     dev = device({"id": "th-b", "mqtt": {"topic": "a/th-b"}, "points": TH})
     collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], Broken())
     collector._on_message(collector._client, None, message("a/th-b", b'{"t": 20, "rh": 50}'))
     assert "sink down" in caplog.text
+    # A QoS 1 message the sink did not take: its window slot is freed, but it is not acknowledged,
+    # so the broker delivers it again on the next connection.
+    collector._on_message(collector._client, None, message("a/th-b", b'{"t": 20, "rh": 50}', qos=1, mid=9))
+    assert collector.inflight == 0
+    assert queued_pubacks(collector) == []
 
 
 def test_rejections_logged_once_per_streak(caplog: pytest.LogCaptureFixture) -> None:
@@ -620,3 +664,240 @@ def test_retained_measurements_are_not_taken_as_current() -> None:
         ("th-ts", "humidity", 50.0),
     ]
     assert [d for d, _, _ in sink.statuses] == ["door-old", "th-ts"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Acknowledged only once stored (issue 4): the handler alone
+
+
+def test_qos1_message_is_acked_when_the_sink_acks_and_only_once() -> None:
+    dev = device({"id": "th-k", "mqtt": {"topic": "a/th-k"}, "points": TH})
+    sink = RecordingSink(hold=True)
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector.handle(message("a/th-k", b'{"t": 20, "rh": 50}', qos=1, mid=17))
+    assert sink.values() == [("th-k", "temperature", 20.0), ("th-k", "humidity", 50.0)]
+    assert collector.inflight == 1
+    assert queued_pubacks(collector) == []  # not before the sink says it is stored
+    ack = sink.acks[0]
+    assert ack is not None
+    ack()
+    ack()  # a second call changes nothing
+    assert queued_pubacks(collector) == [17]
+    assert collector.inflight == 0
+
+
+def test_qos0_message_has_no_ack() -> None:
+    dev = device({"id": "th-z", "mqtt": {"topic": "a/th-z"}, "points": TH})
+    sink = RecordingSink(hold=True)
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector.handle(message("a/th-z", b'{"t": 20, "rh": 50}'))
+    collector.handle(message("a/th-z", b"{"))
+    assert sink.acks == [None, None]
+    assert [r.key for r in sink.rejections] == [None]  # never redelivered: nothing to recognise
+    assert collector.inflight == 0
+
+
+def test_rejections_travel_with_their_message_and_its_key() -> None:
+    dev = device({"id": "th-j", "mqtt": {"topic": "a/th-j"}, "points": TH})
+    sink = RecordingSink(hold=True)
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector.handle(message("a/th-j", b'{"t": 21, "rh": 120}', qos=1, mid=3))  # a reading and a rejection
+    collector.handle(message("a/th-j", b'{"t": 21.', qos=1, mid=4))  # only a rejection
+    collector.handle(message("a/th-j", b'{"t": 21.', qos=1, mid=5))  # the same payload, another message
+    collector.handle(message("a/th-j", b'{"t": 21.', qos=1, mid=4))  # mid 4 delivered again
+    assert sink.values() == [("th-j", "temperature", 21.0)]
+    assert (
+        sink.reasons() == [("th-j", "humidity", Reason.OUT_OF_RANGE)] + [("th-j", None, Reason.MALFORMED)] * 3
+    )
+    keys = [r.key for r in sink.rejections]
+    assert all(k is not None for k in keys)
+    assert [k.split(":")[0] for k in keys if k] == ["3", "4", "5", "4"]
+    assert keys[1] == keys[3] and len({keys[0], keys[1], keys[2]}) == 3
+    assert all(a is not None for a in sink.acks) and len(sink.acks) == 4
+    assert collector.inflight == 4
+    assert sink.release() == 4
+    assert sorted(queued_pubacks(collector)) == [3, 4, 4, 5]
+
+
+def test_a_payload_that_breaks_the_decoder_is_rejected_with_its_ack() -> None:
+    dev = device({"id": "th-e", "mqtt": {"topic": "a/th-e"}, "points": TH})
+    sink = RecordingSink(hold=True)
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON; the decoder gives up with RecursionError
+    collector.handle(message("a/th-e", deep, qos=1, mid=8))
+    assert sink.reasons() == [("th-e", None, Reason.MALFORMED)]
+    assert sink.rejections[0].key is not None and sink.rejections[0].key.startswith("8:")
+    assert sink.release() == 1
+    assert queued_pubacks(collector) == [8]
+
+
+def test_an_integer_beyond_any_float_is_out_of_range_and_the_other_field_kept() -> None:
+    dev = device({"id": "th-h", "mqtt": {"topic": "a/th-h"}, "points": TH})
+    sink = RecordingSink(hold=True)
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    huge = b'{"t": 1' + b"0" * 400 + b', "rh": 50}'
+    collector.handle(message("a/th-h", huge, qos=1, mid=9))
+    assert [r.reason for r in sink.rejections] == [Reason.OUT_OF_RANGE]
+    assert [(r.metric, r.value) for r in sink.readings] == [("humidity", 50.0)]
+
+
+def test_messages_with_nothing_to_store_are_acked_at_once() -> None:
+    devices = [
+        device({"id": "th-n", "mqtt": {"topic": "a/th-n", "availability_topic": "a/th-n/status"}, "points": TH}),
+        device({"id": "z-any", "mqtt": {"topic": "z/+", "device_id_segment": 1,
+                                        "availability_topic": "z/+/availability"}, "points": TH}),
+    ]  # fmt: skip
+    sink = RecordingSink(hold=True)
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), devices, sink)
+    collector.handle(message("a/th-n/status", b"offline", qos=1, mid=1))  # availability
+    collector.handle(message("z/th-9/availability", b"online", qos=1, mid=2))  # wildcard availability
+    collector.handle(message("old/topic", b'{"t": 20}', qos=1, mid=3))  # no device (an old subscription)
+    collector.handle(message("a/th-n", b'{"t": 20, "rh": 50}', qos=1, mid=4, retain=True))  # stale value
+    collector.handle(message(b"a/\xff", b"1", qos=1, mid=5))  # a topic that is not UTF-8
+    assert sink.submits == 0 and collector.inflight == 0
+    assert queued_pubacks(collector) == [1, 2, 3, 4, 5]
+    assert [s for _, s, _ in sink.statuses] == [DeviceStatus.OFFLINE, DeviceStatus.ONLINE]
+
+
+def test_an_ack_from_before_a_reconnect_is_not_sent() -> None:
+    """The broker delivers the message again on the new connection, with the same id and its own ack."""
+    dev = device({"id": "th-g", "mqtt": {"topic": "a/th-g"}, "points": TH})
+    sink = RecordingSink(hold=True)
+    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector.handle(message("a/th-g", b'{"t": 20, "rh": 50}', qos=1, mid=6))
+    lost = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
+    collector._on_disconnect(collector._client, None, paho.DisconnectFlags(False), lost, None)
+    collector.handle(message("a/th-g", b'{"t": 20, "rh": 50}', qos=1, mid=6))  # the redelivery
+    assert collector.inflight == 2
+    stale, fresh = sink.acks
+    assert stale is not None and fresh is not None
+    stale()
+    assert queued_pubacks(collector) == [] and collector.inflight == 1
+    fresh()
+    assert queued_pubacks(collector) == [6] and collector.inflight == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Acknowledged only once stored: against the broker
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_unacked_messages_are_redelivered_acked_ones_are_not(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start, protocol: str
+) -> None:
+    if mosquitto.kind == "amqtt":
+        pytest.skip("needs Mosquitto's session handling")
+    topic = unique("archive/r1/ack")
+    cfg = broker_config(mosquitto, protocol=protocol)
+    dev = device({"id": "th-q", "mqtt": {"topic": topic}, "points": TH})
+
+    first = RecordingSink(hold=True)
+    collector = start_collector(cfg, [dev], first)
+    publish(topic, {"t": 20.0, "rh": 50.0})
+    publish(topic, b"{broken")
+    publish(topic, b"{broken")  # the same bytes again: another message, another key
+    wait_until(lambda: first.submits == 3, what="3 messages")
+    collector.stop()  # as if we crashed: nothing was stored, nothing acknowledged
+    first.release()  # acks arriving after the end go nowhere
+
+    second = RecordingSink(hold=True)
+    collector = start_collector(cfg, [dev], second)  # same client id: the broker delivers all three again
+    wait_until(lambda: second.submits == 3, what="the 3 unacknowledged messages again")
+    assert second.values() == first.values() == [("th-q", "temperature", 20.0), ("th-q", "humidity", 50.0)]
+    keys = [r.key for r in first.rejections]
+    assert len(set(keys)) == 2 and None not in keys
+    assert [r.key for r in second.rejections] == keys  # recognisable as the same messages
+    assert second.release() == 3  # now stored: acknowledged
+    assert collector.inflight == 0
+    collector.stop()  # PUBACKs queued before DISCONNECT are written before it
+
+    third = RecordingSink(hold=True)
+    start_collector(cfg, [dev], third)
+    publish(topic, {"t": 22.0, "rh": 52.0})  # the broker sends what it still holds first: nothing
+    wait_until(lambda: third.submits >= 1, what="the new message")
+    assert third.values() == [("th-q", "temperature", 22.0), ("th-q", "humidity", 52.0)]
+    assert third.rejections == []
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_inflight_window_is_bounded(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start, protocol: str
+) -> None:
+    window = 5
+    topic = unique("archive/r1/window")
+    cfg = broker_config(mosquitto, protocol=protocol, receive_maximum=window)
+    sink = RecordingSink(hold=True)
+    collector = start_collector(cfg, [device({"id": "th-w", "mqtt": {"topic": topic}, "points": TH})], sink)
+    for i in range(3 * window):
+        publish(topic, {"t": float(i), "rh": 50.0})
+    # The network thread stops reading once `window` messages wait for their ack ...
+    wait_until(lambda: collector.throttled, what="the collector to stop reading")
+    assert sink.submits == window and collector.inflight == window
+    # ... and reads on once they are stored.
+    wait_until(lambda: (sink.release(), sink.submits == 3 * window)[1], what="the rest to flow")
+    sink.release()
+    assert collector.inflight == 0
+    assert [v for _, m, v in sink.values() if m == "temperature"] == [float(i) for i in range(3 * window)]
+
+
+def test_messages_for_nothing_stored_are_acked_by_the_collector(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start
+) -> None:
+    """Availability and a subscription an older configuration left in the session: acked at once."""
+    if mosquitto.kind == "amqtt":
+        pytest.skip("needs Mosquitto's session handling")
+    base = unique("archive/r1")
+    cfg = broker_config(mosquitto)
+    old = device({"id": "th-old", "mqtt": {"topic": f"{base}/th-old"}, "points": TH})
+    door = device(
+        {"id": "door-9", "mqtt": {"topic": f"{base}/door-9", "availability_topic": f"{base}/door-9/status"},
+         "points": DOOR}
+    )  # fmt: skip
+    start_collector(cfg, [old, door], RecordingSink()).stop()
+
+    sink = RecordingSink(hold=True)
+    collector = start_collector(cfg, [door], sink)  # th-old is gone from the configuration
+    publish(f"{base}/th-old", {"t": 20.0, "rh": 50.0})  # still subscribed in the broker's session
+    publish(f"{base}/door-9/status", b"offline")
+    publish(f"{base}/door-9", {"contact": "open"})
+    wait_until(lambda: sink.values(), what="the door reading")
+    assert sink.submits == 1 and collector.inflight == 1  # only the reading waits for storage
+    sink.release()
+    wait_until(lambda: collector.inflight == 0, what="the ack")
+    collector.stop()
+
+    again = RecordingSink()
+    start_collector(cfg, [door], again)
+    publish(f"{base}/door-9", {"contact": "closed"})
+    wait_until(lambda: again.values(), what="the new door reading")
+    assert again.values() == [("door-9", "door", 0.0)]
+    assert again.statuses == [("door-9", DeviceStatus.ONLINE, None)]  # no offline delivered again
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_pause_releases_a_throttled_collector_and_its_acks_still_go_out(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start, protocol: str
+) -> None:
+    """The shutdown order: pause, let the last batch be stored and acknowledged, then stop."""
+    if mosquitto.kind == "amqtt":
+        pytest.skip("needs Mosquitto's session handling")
+    topic = unique("archive/r1/pause")
+    cfg = broker_config(mosquitto, protocol=protocol, receive_maximum=3)
+    dev = device({"id": "th-u", "mqtt": {"topic": topic}, "points": TH})
+    sink = RecordingSink(hold=True)
+    collector = start_collector(cfg, [dev], sink)
+    for i in range(6):
+        publish(topic, {"t": float(i), "rh": 50.0})
+    wait_until(lambda: collector.throttled, what="the collector to stop reading")
+    collector.pause()  # wakes the network thread; what it reads from now on is left to the broker
+    wait_until(lambda: not collector.throttled, what="the network thread to be released")
+    assert sink.release() == 3
+    wait_until(lambda: collector.inflight == 0, what="the acks")
+    collector.stop()
+    assert sink.submits == 3
+
+    again = RecordingSink()
+    start_collector(cfg, [dev], again)
+    publish(topic, {"t": 9.0, "rh": 50.0})
+    wait_until(lambda: len(again.values()) == 8, what="the 3 unacknowledged messages and a new one")
+    assert [v for _, m, v in again.values() if m == "temperature"] == [3.0, 4.0, 5.0, 9.0]

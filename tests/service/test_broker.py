@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collectors.mqtt import MqttCollector
 from core.config import MqttBroker, MqttDevice
-from core.types import DeviceStatus, Reading, Rejection
+from core.types import Ack, DeviceStatus, Reading, Rejection
 from service.broker import EmbeddedBroker
 
 
@@ -35,9 +35,14 @@ class Sink:
         self.lock = threading.Lock()
         self.readings: list[Reading] = []
 
-    def submit(self, readings: Sequence[Reading]) -> None:
+    def submit(
+        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+    ) -> None:
         with self.lock:
             self.readings.extend(readings)
+        assert not rejections, rejections
+        if ack is not None:
+            ack()  # nothing to store here: acknowledge at once
 
     def reject(self, rejection: Rejection) -> None:
         raise AssertionError(rejection)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from core.clock import ManualClock
 from core.types import DeviceStatus, Reading, Reason, Rejection
 from store.ingest import DeviceInfo, Pipeline
 from store.sqlite import SqliteReadingStore
-from store.timeseries import StoreError
+from store.timeseries import StoreError, WriteResult
 
 
 def reading(
@@ -29,11 +30,11 @@ class RefusingStore(SqliteReadingStore):
         super().__init__(path)
         self.failures = failures
 
-    async def write(self, batch: Sequence[Reading]) -> None:
+    async def write(self, batch: Sequence[Reading], rejections: Sequence[Rejection] = ()) -> WriteResult:
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("disk I/O error")
-        await super().write(batch)
+        return await super().write(batch, rejections)
 
 
 async def wait_for(predicate: object, limit: float = 5.0) -> None:
@@ -73,23 +74,80 @@ async def test_readings_from_another_thread_are_stored_in_batches_then_seen_by_l
     await store.close()
 
 
-async def test_failed_write_keeps_the_batch_and_retries(
+async def test_failed_write_keeps_the_batch_and_its_acks_until_it_is_stored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = RefusingStore(tmp_path / "r.db", failures=2)
     await store.open()
     pipeline = Pipeline(store, batch_size=10, flush_interval=0.05)
+    acked: list[int] = []
+    stored_when_acked: list[int] = []
+
+    def ack(n: int) -> Callable[[], None]:
+        def done() -> None:
+            stored_when_acked.append(pipeline.stored)
+            acked.append(n)
+
+        return done
+
     await pipeline.start()
-    pipeline.submit([reading(i) for i in range(10)])
-    await wait_for(lambda: pipeline.stored == 10, limit=10)
+    for i in range(10):
+        pipeline.submit([reading(i)], ack=ack(i))
+    await wait_for(lambda: len(acked) == 10, limit=10)
     assert pipeline.write_failures == 2 and pipeline.pending == 0
+    assert acked == list(range(10))  # in arrival order
+    assert all(n == 10 for n in stored_when_acked)  # never before the commit
     assert "will retry" in caplog.text
     await pipeline.stop()
     assert len(await store.history(device="th-1", metric="temperature", start=0, end=2e9)) == 10
     await store.close()
 
 
-async def test_rejections_are_counted_per_reason(tmp_path: Path) -> None:
+async def test_a_redelivered_message_is_stored_once_counted_once_and_seen_once(tmp_path: Path) -> None:
+    store = SqliteReadingStore(tmp_path / "r.db")
+    await store.open()
+    pipeline = Pipeline(store, devices=[DeviceInfo("th-1", "r1", "mqtt")])
+    seen: list[Reading] = []
+
+    async def listener(batch: Sequence[Reading]) -> None:
+        seen.extend(batch)
+
+    pipeline.add_listener(listener)
+    bad = Rejection(
+        "th-1", "humidity", Reason.OUT_OF_RANGE, "humidity: 120 outside 0…100", 5.0, key="17:ab12"
+    )
+    for dup in (False, True):  # the same message, delivered again after a crash before its ack
+        pipeline.submit([reading(1)], [replace(bad, redelivered=dup)], ack=lambda: None)
+        await pipeline.flush()
+    assert dict(pipeline.devices()[0].rejected) == {"out_of_range": 1}
+    # The same packet id and payload much later, on a first delivery: another message, counted.
+    pipeline.submit([], [replace(bad, time=9.0)], ack=lambda: None)
+    await pipeline.flush()
+    assert seen == [reading(1)]
+    assert dict(pipeline.devices()[0].rejected) == {"out_of_range": 2}
+    # A rejection without a key (a Modbus poll) is counted every time.
+    pipeline.reject(
+        Rejection("th-1", "humidity", Reason.FAULT_CODE, "humidity: sensor fault code 0x7FFF", 6.0)
+    )
+    pipeline.reject(
+        Rejection("th-1", "humidity", Reason.FAULT_CODE, "humidity: sensor fault code 0x7FFF", 7.0)
+    )
+    await pipeline.flush()
+    assert dict(pipeline.devices()[0].rejected) == {"out_of_range": 2, "fault_code": 2}
+    await store.close()
+
+    # The counts are the store's: a new process starts from them.
+    again = SqliteReadingStore(tmp_path / "r.db")
+    await again.open()
+    restarted = Pipeline(again, devices=[DeviceInfo("th-1", "r1", "mqtt")])
+    await restarted.load_counts()
+    (health,) = restarted.devices()
+    assert dict(health.rejected) == {"out_of_range": 2, "fault_code": 2}
+    assert health.last_rejection == "humidity: 120 outside 0…100"  # the latest, at t = 9
+    await again.close()
+
+
+async def test_rejections_are_counted_per_reason_once_stored(tmp_path: Path) -> None:
     store = SqliteReadingStore(tmp_path / "r.db")
     await store.open()
     pipeline = Pipeline(store, devices=[DeviceInfo("th-1", "r1", "modbus-tcp", 30.0)])
@@ -100,6 +158,8 @@ async def test_rejections_are_counted_per_reason(tmp_path: Path) -> None:
     pipeline.reject(
         Rejection("th-1", "humidity", Reason.FAULT_CODE, "humidity: sensor fault code 0x7FFF", 2.5)
     )
+    assert dict(pipeline.devices()[0].rejected) == {}  # counted when durable, not before
+    await pipeline.flush()
     (health,) = pipeline.devices()
     assert dict(health.rejected) == {"out_of_range": 5, "fault_code": 1}
     assert health.last_rejections["out_of_range"] == ("humidity: 124 outside 0…100", 5.0)
