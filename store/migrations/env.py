@@ -12,6 +12,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+import store.alerts  # noqa: F401  (registers the alert tables on Base.metadata for autogenerate)
 from store.records import Base
 
 config = context.config

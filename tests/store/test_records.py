@@ -23,7 +23,8 @@ from store.records import (
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 CST = timezone(timedelta(hours=8))  # China Standard Time
-TABLES = {"alembic_version", "rooms", "devices", "rejections"}
+TABLES = {"alembic_version", "rooms", "devices", "rejections", "alerts", "alert_events", "silences"}
+HEAD = "0002"  # the newest migration
 
 ROOMS = [Room(id="r1", name="一号库房", kind="paper"), Room(id="r2", name="特藏库", kind="special")]
 DEVICES = [
@@ -46,7 +47,7 @@ def test_migrate_from_empty_then_again_is_a_no_op(records_url: str) -> None:
         migrate(engine)
         assert set(inspect(engine).get_table_names()) == TABLES
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
         with make_sessionmaker(engine).begin() as session:
             sync_config(session, rooms=ROOMS, devices=DEVICES, now=T0)
 
@@ -54,7 +55,7 @@ def test_migrate_from_empty_then_again_is_a_no_op(records_url: str) -> None:
 
         assert set(inspect(engine).get_table_names()) == TABLES
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
         with make_sessionmaker(engine)() as session:
             assert session.scalars(select(DeviceRecord.id).order_by(DeviceRecord.id)).all() == [
                 "door-1",
@@ -86,7 +87,7 @@ def test_two_processes_migrating_at_once_both_succeed(records_url: str) -> None:
         assert errors == []
         assert set(inspect(engines[0]).get_table_names()) == TABLES
         with engines[0].connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     finally:
         for e in engines:
             e.dispose()
