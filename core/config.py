@@ -8,14 +8,16 @@ environment variable, so secrets never live in the file.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, get_args
 
 import yaml
 from pydantic import (
@@ -144,12 +146,356 @@ class Storage(_Model):
     timeseries: Timeseries = Timeseries()
 
 
+# ---------------------------------------------------------------------------------------------
+# Access hours: when a room is open (door, intrusion and light rules depend on it)
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_SPAN = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+# The usual office day of a Chinese power-supply company's archive; override per room.
+DEFAULT_ACCESS_HOURS = "Mon-Fri 08:30-17:30"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Weekly opening spans: for each weekday (0 = Monday) the (start, end) minutes after midnight."""
+
+    text: str
+    days: tuple[tuple[tuple[int, int], ...], ...]
+
+    def open_at(self, epoch: float, tz: str) -> bool:
+        """Whether the room is inside its access hours at this instant, in the site's time zone."""
+        local = datetime.fromtimestamp(epoch, zoneinfo.ZoneInfo(tz))
+        minute = local.hour * 60 + local.minute
+        return any(start <= minute < end for start, end in self.days[local.weekday()])
+
+
+def _day(token: str) -> int:
+    name = token.strip().lower()
+    for i, day in enumerate(_DAYS):
+        if len(name) >= 3 and day.startswith(name[:3]) and _FULL_DAYS[i].startswith(name):
+            return i
+    return -1
+
+
+def _minute(hours: str, minutes: str) -> int:
+    h, m = int(hours), int(minutes)
+    if m > 59 or h > 24 or (h == 24 and m):
+        raise ValueError(f"{hours}:{minutes} is not a time of day (00:00 … 24:00)")
+    return h * 60 + m
+
+
+@functools.lru_cache(maxsize=256)
+def parse_access_hours(text: str) -> Schedule:
+    """Read ``Mon-Fri 08:30-12:00,13:30-17:30; Sat 09:00-12:00`` (or ``always`` / ``never``)."""
+    word = text.strip().lower()
+    if word in ("always", "24/7"):
+        return Schedule(text, tuple(((0, 1440),) for _ in _DAYS))
+    if word == "never":
+        return Schedule(text, tuple(() for _ in _DAYS))
+    spans: list[list[tuple[int, int]]] = [[] for _ in _DAYS]
+    hint = "write e.g. 'Mon-Fri 08:30-12:00,13:30-17:30; Sat 09:00-12:00', 'always' or 'never'"
+    for group in text.split(";"):
+        parts = group.split()
+        if len(parts) != 2:
+            raise ValueError(f"{group.strip()!r}: expected days then times, groups separated by ';'; {hint}")
+        days: list[int] = []
+        for item in parts[0].split(","):
+            first, _, last = item.partition("-")
+            a = _day(first)
+            b = _day(last) if last else a
+            if a < 0 or b < 0:
+                raise ValueError(f"{item!r} is not a day or a day range such as Mon-Fri")
+            days.extend((a + k) % 7 for k in range((b - a) % 7 + 1))  # Fri-Mon wraps over the weekend
+        for item in parts[1].split(","):
+            m = _SPAN.match(item)
+            if not m:
+                raise ValueError(f"{item!r} is not a span of time such as 08:30-17:30")
+            start, end = _minute(m.group(1), m.group(2)), _minute(m.group(3), m.group(4))
+            if end <= start:
+                raise ValueError(
+                    f"{item!r} ends before it starts "
+                    "(split a night across midnight: 'Mon 22:00-24:00; Tue 00:00-06:00')"
+                )
+            for d in days:
+                spans[d].append((start, end))
+    return Schedule(text, tuple(tuple(sorted(s)) for s in spans))
+
+
+def _access_hours(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"access hours must be text such as {DEFAULT_ACCESS_HOURS!r} (got {value!r})")
+    parse_access_hours(value)
+    return value
+
+
+AccessHours = Annotated[str, BeforeValidator(_access_hours)]
+
+# ---------------------------------------------------------------------------------------------
+# Thresholds: overrides of the protections' defaults (rules/protections/*.py hold the defaults and
+# cite their sources). Every key is optional: what is not given comes from the site's `thresholds:`,
+# then from the protection's default for the room's kind.
+
+ProtectionId = Literal[
+    "fire",
+    "theft",
+    "damp",
+    "temperature",
+    "light",
+    "dust",
+    "insects",
+    "rodents",
+    "water",
+    "mold",
+    "pollution",
+    "monitoring",
+]
+PROTECTION_IDS: tuple[str, ...] = get_args(ProtectionId)
+CLASSIC_EIGHT: tuple[str, ...] = (
+    "fire",
+    "theft",
+    "damp",
+    "temperature",
+    "light",
+    "dust",
+    "insects",
+    "rodents",
+)
+POLLUTANTS: tuple[str, ...] = ("co2", "hcho", "tvoc", "so2", "no2", "o3")
+# Metrics that the rules engine derives per room from its temperature and humidity; site rules may use them.
+DERIVED_METRICS: tuple[str, ...] = ("mold_risk",)
+
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _Overrides(_Model):
+    """A group of threshold overrides; None = not set here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def merged(self, base: Self | None) -> Self:
+        """These overrides on top of ``base`` (the site's): what is set here wins, key by key."""
+        if base is None:
+            return self
+        values: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            own, theirs = getattr(self, name), getattr(base, name)
+            if isinstance(own, _Overrides) and isinstance(theirs, _Overrides):
+                values[name] = own.merged(theirs)
+            else:
+                values[name] = own if own is not None else theirs
+        return type(self).model_construct(**values)
+
+
+class Band(_Overrides):
+    """A climate band (humidity in %RH, temperature in °C): alert outside [min, max] for ``for``."""
+
+    min: float | None = None
+    max: float | None = None
+    for_: Duration | None = Field(None, alias="for")  # hold: how long outside before the alert fires
+    clear: NonNegative | None = None  # hysteresis: back inside by this much before it clears
+    clear_for: Duration | None = None  # ... and for this long
+    critical: float | None = None  # at or above: critical instead of warning
+    critical_low: float | None = None  # at or below: critical
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise ValueError(f"min must be below max (got min {self.min:g}, max {self.max:g})")
+        if self.critical is not None and self.max is not None and self.critical < self.max:
+            raise ValueError(
+                f"critical must not be below max (got critical {self.critical:g}, max {self.max:g})"
+            )
+        if self.critical_low is not None and self.min is not None and self.critical_low > self.min:
+            raise ValueError(
+                f"critical_low must not be above min (got critical_low {self.critical_low:g}, min {self.min:g})"
+            )
+        return self
+
+
+class Swing(_Overrides):
+    """Daily fluctuation: max − min over the rolling 24 h."""
+
+    max: Annotated[float, Field(gt=0)] | None = None
+    for_: Duration | None = Field(None, alias="for")
+    clear: NonNegative | None = None
+    clear_for: Duration | None = None
+
+
+class FireThresholds(_Overrides):
+    """Fire pre-alarm from a room's temperature (advisory: a T/H transmitter is not a heat detector)."""
+
+    rate: Annotated[float, Field(gt=0)] | None = None  # °C per minute
+    window: Annotated[float, Field(ge=10, le=600), BeforeValidator(parse_duration)] | None = None
+    max_temperature: float | None = None  # °C
+
+
+class DoorThresholds(_Overrides):
+    """Door contacts: how long a door may stand open inside access hours."""
+
+    open_max: Duration | None = None
+
+
+class LightThresholds(_Overrides):
+    """Light while closed, and UV."""
+
+    closed_lux: NonNegative | None = None  # above this outside access hours = light left on
+    uv_max: NonNegative | None = None  # µW/lm
+    for_: Duration | None = Field(None, alias="for")
+    clear_for: Duration | None = None
+
+
+class Limit(_Overrides):
+    """An upper limit (dust: on the 24 h mean; pollutants: on the value held for ``for``)."""
+
+    max: NonNegative | None = None
+    for_: Duration | None = Field(None, alias="for")
+    clear_for: Duration | None = None
+    critical: NonNegative | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limit:
+        if self.critical is not None and self.max is not None and self.critical < self.max:
+            raise ValueError(
+                f"critical must not be below max (got critical {self.critical:g}, max {self.max:g})"
+            )
+        return self
+
+
+class Pollution(_Overrides):
+    """Per-pollutant limits."""
+
+    co2: Limit | None = None
+    hcho: Limit | None = None
+    tvoc: Limit | None = None
+    so2: Limit | None = None
+    no2: Limit | None = None
+    o3: Limit | None = None
+
+
+class InsectThresholds(_Overrides):
+    """Insect-favourable climate: T above and RH above, persisting for ``for``."""
+
+    temperature: float | None = None
+    humidity: float | None = None
+    for_: Duration | None = Field(None, alias="for")
+    clear_for: Duration | None = None
+
+
+class MoldThresholds(_Overrides):
+    """Mold risk factor (accumulated time above the germination isopleth; 1 = germination expected)."""
+
+    max: Annotated[float, Field(gt=0)] | None = None
+    clear_for: Duration | None = None
+
+
+class MonitoringThresholds(_Overrides):
+    """Monitoring lost: no valid reading for this many poll intervals (or a point's stale_after)."""
+
+    missed_intervals: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class Thresholds(_Overrides):
+    """Overrides of the protections' defaults, site-wide (top-level ``thresholds:``) or per room."""
+
+    humidity: Band | None = None
+    temperature: Band | None = None
+    humidity_swing: Swing | None = None
+    temperature_swing: Swing | None = None
+    fire: FireThresholds | None = None
+    door: DoorThresholds | None = None
+    light: LightThresholds | None = None
+    pm25: Limit | None = None
+    pm10: Limit | None = None
+    insects: InsectThresholds | None = None
+    pollution: Pollution | None = None
+    mold: MoldThresholds | None = None
+    monitoring: MonitoringThresholds | None = None
+
+
+def default_protections(metrics: Iterable[str]) -> tuple[str, ...]:
+    """The protections shown for a room with these metrics: the classic eight, plus water, mold and
+    pollution where it has those sensors, and monitoring (always)."""
+    have = set(metrics)
+    extra: list[str] = []
+    if "water_leak" in have:
+        extra.append("water")
+    if {"temperature", "humidity"} <= have or "mold_risk" in have:
+        extra.append("mold")  # the mold risk is derived from the room's temperature and humidity
+    if have.intersection(POLLUTANTS):
+        extra.append("pollution")
+    return (*CLASSIC_EIGHT, *extra, "monitoring")
+
+
+# ---------------------------------------------------------------------------------------------
+# Site rules: a site's own threshold on any metric
+
+
+class SiteRule(_Model):
+    """A site's own rule, e.g. {name: 恒温恒湿机停机, device: ac-1, metric: power, below: 1, for: 5m}."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    device: Identifier | None = None
+    room: Identifier | None = None
+    metric: str
+    above: float | None = None
+    below: float | None = None
+    for_: Duration | None = Field(None, alias="for")
+    clear: float | None = None  # the level at which it clears (default: the trigger level itself)
+    clear_for: Duration | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    protection: ProtectionId
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS and value not in DERIVED_METRICS:
+            known = ", ".join(sorted((*METRICS, *DERIVED_METRICS)))
+            raise ValueError(f"{value!r} is not a known metric ({known})")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> SiteRule:
+        if self.device is None and self.room is None:
+            raise ValueError("a rule needs device: or room:")
+        if (self.above is None) == (self.below is None):
+            raise ValueError("a rule needs exactly one of above: or below:")
+        if self.clear is not None:
+            if self.above is not None and self.clear > self.above:
+                raise ValueError(f"clear {self.clear:g} must not be above the trigger level {self.above:g}")
+            if self.below is not None and self.clear < self.below:
+                raise ValueError(f"clear {self.clear:g} must not be below the trigger level {self.below:g}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Rooms
+
+
 class Room(_Model):
     """An archive room (库房)."""
 
     id: Identifier
     name: str
     kind: RoomKind = "paper"
+    # Outside these the room is closed: an open door, intrusion or light on is an alert.
+    access_hours: AccessHours = DEFAULT_ACCESS_HOURS
+    thresholds: Thresholds = Thresholds()  # this room's overrides; they win over the site's
+    protections: list[ProtectionId] | None = None  # shown for this room; default: default_protections()
+
+    @property
+    def access_schedule(self) -> Schedule:
+        """The parsed access hours: ``room.access_schedule.open_at(epoch, site.timezone)``."""
+        return parse_access_hours(self.access_hours)
+
+    @field_validator("protections")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a protection is listed twice")
+        return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,6 +719,8 @@ class Config(_Model):
     storage: Storage = Storage()
     rooms: list[Room] = []
     devices: list[Device] = []
+    thresholds: Thresholds = Thresholds()  # site-wide overrides of the protections' defaults
+    rules: list[SiteRule] = []  # the site's own rules on any metric
 
     def device(self, device_id: str) -> ModbusDevice | MqttDevice:
         """The configured device with this id."""
@@ -387,6 +735,30 @@ class Config(_Model):
             if r.id == room_id:
                 return r
         raise KeyError(room_id)
+
+    def room_metrics(self, room_id: str) -> set[str]:
+        """The metrics that the devices of a room measure."""
+        return {p.metric for d in self.devices if d.room == room_id for p in d.points}
+
+    def protections_of(self, room_id: str) -> tuple[str, ...]:
+        """The protections shown for a room: its own list, or the default for its sensors.
+
+        Monitoring lost is always included: a silent sensor must never go unnoticed.
+        """
+        room = self.room_of(room_id)
+        if room.protections is None:
+            return default_protections(self.room_metrics(room_id))
+        listed = tuple(room.protections)
+        return listed if "monitoring" in listed else (*listed, "monitoring")
+
+    def thresholds_of(self, room_id: str) -> Thresholds:
+        """A room's threshold overrides merged over the site's (the protections add their defaults)."""
+        return self.room_of(room_id).thresholds.merged(self.thresholds)
+
+    def rules_of(self, room_id: str) -> list[SiteRule]:
+        """The site rules that apply to a room (given for the room or for one of its devices)."""
+        devices = {d.id for d in self.devices if d.room == room_id}
+        return [r for r in self.rules if r.room == room_id or (r.device is not None and r.device in devices)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,6 +949,51 @@ def _cross_check(cfg: Config) -> list[tuple[Loc, str]]:
                         )
                         break
                     registers[key] = f"{dev.id}.{point.metric}"
+    problems.extend(_check_rules(cfg, room_ids))
+    return problems
+
+
+def _check_rules(cfg: Config, room_ids: set[str]) -> list[tuple[Loc, str]]:
+    """Site rules name an existing device or room that measures their metric; names are unique."""
+    problems: list[tuple[Loc, str]] = []
+    devices = {d.id: d for d in cfg.devices}
+    names: dict[str, int] = {}
+    for i, rule in enumerate(cfg.rules):
+        if rule.name in names:
+            problems.append(
+                (("rules", i, "name"), f"duplicate rule name {rule.name!r} (also rules[{names[rule.name]}])")
+            )
+        names.setdefault(rule.name, i)
+        derived = rule.metric in DERIVED_METRICS
+        if rule.device is not None:
+            dev = devices.get(rule.device)
+            if dev is None:
+                known = ", ".join(sorted(devices)) or "none defined"
+                problems.append(
+                    (("rules", i, "device"), f"unknown device {rule.device!r} (devices: {known})")
+                )
+                continue
+            if rule.room is not None and rule.room != dev.room:
+                problems.append(
+                    (("rules", i, "room"), f"device {dev.id!r} is in room {dev.room!r}, not {rule.room!r}")
+                )
+            measured = sorted(p.metric for p in dev.points)
+            if not derived and rule.metric not in measured:
+                problems.append(
+                    (
+                        ("rules", i, "metric"),
+                        f"device {dev.id!r} has no point {rule.metric!r} (it measures {', '.join(measured)})",
+                    )
+                )
+        elif rule.room is not None:
+            if rule.room not in room_ids:
+                known = ", ".join(sorted(room_ids)) or "none defined"
+                problems.append((("rules", i, "room"), f"unknown room {rule.room!r} (rooms: {known})"))
+                continue
+            if not derived and rule.metric not in cfg.room_metrics(rule.room):
+                problems.append(
+                    (("rules", i, "metric"), f"no device in room {rule.room!r} measures {rule.metric!r}")
+                )
     return problems
 
 

@@ -1,0 +1,103 @@
+"""Monitoring lost (监测中断): a device with no valid reading for 3 poll intervals, or reported offline.
+
+Source: /work/shared/domain/environment.md, "monitoring lost" row: "no valid reading for 3 poll
+intervals (or a point's stale_after) = alert of its own; a sensor that stops reporting must never show
+the last value as current". The engine marks ``SeriesView.stale`` using ``missed_intervals``; this
+module raises one alert per device (warning) and lists its silent metrics. The other protections show
+``unknown`` for the inputs concerned (see _common.usable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from core.config import Thresholds
+from rules.model import PROTECTIONS, Condition, RoomView, SeriesView, Severity
+from rules.protections._common import label
+
+ID = "monitoring"
+INPUTS: tuple[str, ...] = ()  # every series of the room
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringParams:
+    """How many missed poll intervals make a series stale (used by the engine)."""
+
+    missed_intervals: int
+
+
+DEFAULTS: MappingProxyType[str, MonitoringParams] = MappingProxyType(
+    {"all": MonitoringParams(missed_intervals=3)}
+)
+
+
+def params(kind: str, overrides: Thresholds) -> MonitoringParams:
+    """The effective threshold (the same for every room kind) with these overrides."""
+    o = overrides.monitoring
+    if o is None or o.missed_intervals is None:
+        return DEFAULTS["all"]
+    return MonitoringParams(missed_intervals=o.missed_intervals)
+
+
+def evaluate(view: RoomView, thresholds: MonitoringParams, now: float) -> list[Condition]:
+    """stale: one condition per device of the room, triggered when any of its series is stale."""
+    by_device: dict[str, list[SeriesView]] = {}
+    for series in view.series.values():
+        for s in series:
+            by_device.setdefault(s.device, []).append(s)
+    for device in view.offline:
+        by_device.setdefault(device, [])
+    if not by_device:
+        return [
+            Condition(
+                ID,
+                "no_devices",
+                view.room,
+                None,
+                trigger=False,
+                clear=False,
+                severity=Severity.WARNING,
+                value=None,
+                threshold=None,
+                message=f"{view.name} 未配置监测设备，{PROTECTIONS[ID][0]}状态未知",
+                unknown=True,
+            )
+        ]
+    out: list[Condition] = []
+    for device in sorted(by_device):
+        out.append(_device(view, device, by_device[device], thresholds, now))
+    return out
+
+
+def _device(
+    view: RoomView, device: str, series: list[SeriesView], p: MonitoringParams, now: float
+) -> Condition:
+    offline = device in view.offline
+    silent = [s for s in series if s.stale]
+    # Offline alone (one failed poll) is not yet "lost": staleness (3 missed intervals) decides, unless
+    # the view has no series at all for the device. Offline but not yet stale neither fires nor clears.
+    trigger = bool(silent) or (offline and not series)
+    clear = not trigger and not offline
+    if not trigger:
+        message = f"{view.name} 设备 {device} {'离线，等待恢复' if offline else '监测正常'}"
+    else:
+        last = max((s.time for s in series if s.time is not None), default=None)
+        since = (
+            f"，最后有效数据在 {(now - last) / 60:.0f} 分钟前" if last is not None else "，从未收到有效数据"
+        )
+        what = "、".join(label(s.metric) for s in silent) if silent and not offline else "全部测点"
+        message = f"{view.name} 设备 {device} {'离线' if offline else '数据中断'}：{what} 无有效数据{since}"
+    return Condition(
+        ID,
+        "stale",
+        view.room,
+        device,
+        trigger=trigger,
+        clear=clear,
+        severity=Severity.WARNING,
+        value=float(len(silent)) if trigger else 0.0,
+        threshold=float(p.missed_intervals),
+        message=message,
+        clear_hold=0.0,
+    )
