@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.deps import AppContext, ContextDep
-from api.routers import devices, readings
+from api.routers import alerts, devices, protections, readings
 from api.schemas import Health
 
 
@@ -35,6 +35,8 @@ def create_app(context: AppContext) -> FastAPI:
 
     app.include_router(devices.router)
     app.include_router(readings.router)
+    app.include_router(protections.router)
+    app.include_router(alerts.router)
 
     static = wall_dir()
     app.mount("/wall", StaticFiles(directory=static, html=True), name="wall")

@@ -9,6 +9,8 @@ from fastapi import Depends, Request
 
 from core.clock import Clock
 from core.config import Config
+from rules.engine import RulesEngine
+from rules.lifecycle import AlertBook
 from store.ingest import Pipeline
 from store.timeseries import ReadingStore
 
@@ -21,6 +23,8 @@ class AppContext:
     pipeline: Pipeline
     readings: ReadingStore
     clock: Clock
+    rules: RulesEngine | None = None
+    alerts: AlertBook | None = None
 
 
 def get_context(request: Request) -> AppContext:

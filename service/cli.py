@@ -45,12 +45,22 @@ def _logging(level: str) -> None:
 
 def _load(path: Path) -> Config:
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         for issue in exc.issues:
             typer.echo(str(issue), err=True)
         typer.echo(f"{path}: {len(exc.issues)} error(s)", err=True)
         raise typer.Exit(2) from None
+    from rules.protections import check_config
+
+    # Overrides that contradict the room kind's defaults only show once both meet.
+    problems = check_config(cfg)
+    if problems:
+        for problem in problems:
+            typer.echo(f"{path}: {problem}", err=True)
+        typer.echo(f"{path}: {len(problems)} error(s)", err=True)
+        raise typer.Exit(2)
+    return cfg
 
 
 @app.command()

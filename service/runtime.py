@@ -24,6 +24,9 @@ from collectors.modbus import ModbusCollector
 from collectors.mqtt import MqttCollector
 from core.clock import Clock, SystemClock
 from core.config import Config, ModbusDevice, MqttDevice
+from core.types import Reading
+from rules.engine import DAY, RulesEngine, bind_evaluators
+from rules.lifecycle import AlertBook
 from service.broker import EmbeddedBroker
 from store import records
 from store.db import make_engine, migrate
@@ -33,6 +36,7 @@ from store.sqlite import SqliteReadingStore
 log = logging.getLogger("bafang.runtime")
 
 STATE_SAVE_INTERVAL = 10.0  # seconds between persisting device health
+RULES_TICK = 5.0  # seconds between evaluations of every room (holds elapse, rooms close, silence)
 MAINTAIN_INTERVAL = 600.0  # seconds between hourly roll-ups / retention passes
 
 
@@ -82,6 +86,8 @@ class Runtime:
     modbus: ModbusCollector | None = None
     scheduler: AsyncIOScheduler | None = None
     mqtt_port: int | None = None
+    alerts: AlertBook | None = None
+    rules: RulesEngine | None = None
 
     async def start(self) -> None:
         """Open the stores and start collecting."""
@@ -105,6 +111,15 @@ class Runtime:
         )
         self.pipeline.restore(_from_record(s) for s in saved)
         await self.pipeline.load_counts()
+
+        self.alerts = AlertBook(self.engine, clock=self.clock)
+        await asyncio.to_thread(self.alerts.load)
+        self.rules = RulesEngine(
+            cfg, self.alerts, bind_evaluators(cfg), clock=self.clock, health=self.pipeline.devices
+        )
+        await self._warm_up(self.rules, self.readings)
+        # Rules see a reading once it is stored, never before.
+        self.pipeline.add_listener(self.rules.on_readings)
         await self.pipeline.start()
 
         mqtt_devices = [d for d in cfg.devices if isinstance(d, MqttDevice)]
@@ -135,6 +150,9 @@ class Runtime:
             id="save-device-states",
             coalesce=True,
             max_instances=1,
+        )
+        self.scheduler.add_job(
+            self.tick, "interval", seconds=RULES_TICK, id="rules-tick", coalesce=True, max_instances=1
         )
         self.scheduler.add_job(
             self.maintain,
@@ -196,6 +214,22 @@ class Runtime:
 
         await asyncio.to_thread(save)
 
+    async def _warm_up(self, rules: RulesEngine, readings: SqliteReadingStore) -> None:
+        """Refill the rules' windows from the store: the latest of every series, 24 h where windowed."""
+        now = self.clock.now()
+        batch: list[Reading] = list(await readings.latest())
+        for device, metric, room in rules.window_series():
+            points = await readings.history(device=device, metric=metric, start=now - DAY, end=now)
+            batch += [Reading(device, room, metric, p.mean, "", p.time) for p in points]
+        batch.sort(key=lambda r: r.time)
+        rules.ingest(batch)
+        rules.evaluate(now)
+
+    async def tick(self) -> None:
+        """Evaluate every room now."""
+        if self.rules is not None:
+            self.rules.tick()
+
     async def maintain(self) -> None:
         """Hourly roll-up and retention of raw readings."""
         if self.readings is not None:
@@ -204,7 +238,9 @@ class Runtime:
     def app(self) -> FastAPI:
         """The API over this runtime."""
         assert self.pipeline is not None and self.readings is not None
-        return create_app(AppContext(self.config, self.pipeline, self.readings, self.clock))
+        return create_app(
+            AppContext(self.config, self.pipeline, self.readings, self.clock, self.rules, self.alerts)
+        )
 
     async def stop(self) -> None:
         """Stop collecting, write what is buffered, close everything."""
@@ -223,6 +259,8 @@ class Runtime:
             await self.save_states()
         if self.mqtt is not None:
             await asyncio.to_thread(self.mqtt.stop)
+        if self.alerts is not None:
+            await asyncio.to_thread(self.alerts.flush)
         if self.readings is not None:
             await self.readings.close()
         if self.broker is not None:

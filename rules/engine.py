@@ -1,0 +1,383 @@
+"""The rules engine: readings in (once durable), room views built, protections evaluated, alerts kept.
+
+For every (device, metric) the engine keeps the latest valid value and the rolling windows the rules
+need (24 h min/max for temperature and humidity, 24 h mean for dust, the rate of rise for the fire
+pre-alarm); per room the derived climate (dew point, Preservation Index, TWPI, %EMC, mold risk). On
+each stored batch it evaluates the rooms the batch touched; a periodic ``tick`` evaluates every room,
+so that holds elapse, schedules change (the room closes at 17:30) and silence is noticed without new
+readings. Time always comes from the caller (``now``) or the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.clock import Clock, SystemClock
+from core.config import Config, MqttDevice
+from core.types import DeviceStatus, Reading
+from rules.climate import (
+    MoldRiskAccumulator,
+    TwpiAccumulator,
+    dew_point,
+    emc,
+    lim0_rh_crit,
+    pi_rating,
+    preservation_index,
+)
+from rules.lifecycle import Alert, AlertBook
+from rules.model import Condition, ProtectionState, RoomView, SeriesView, Severity
+from rules.windows import RateOfRise, RollingMean, RollingMinMax
+
+log = logging.getLogger("bafang.rules")
+
+DAY = 86400.0
+# Metrics whose 24 h swing the rules judge (JGJ 25-2010 §5.2.3), whose 24 h mean (dust), and whose rise.
+SWING_METRICS = frozenset({"temperature", "humidity"})
+MEAN_METRICS = frozenset({"pm25", "pm10", "co2", "hcho", "tvoc", "so2", "no2", "o3"})
+RISE_METRICS = frozenset({"temperature"})
+MOLD_RISK = "mold_risk"  # the derived per-room series the mold protection reads
+SITE_RULES = "site"  # the evaluator of a room's site rules: their conditions name their own protection
+
+
+Evaluator = Callable[[RoomView, float], list[Condition]]
+
+
+@dataclass(slots=True)
+class _Series:
+    device: str
+    metric: str
+    room: str
+    stale_after: float | None
+    since: float  # when the engine began to expect it: a series never heard is stale only after a grace
+    value: float | None = None
+    time: float | None = None
+    minmax: RollingMinMax | None = None
+    mean: RollingMean | None = None
+    rise: RateOfRise | None = None
+
+    def add(self, time: float, value: float) -> None:
+        if self.time is None or time >= self.time:
+            self.value, self.time = value, time
+        if self.minmax is not None:
+            self.minmax.add(time, value)
+        if self.mean is not None:
+            self.mean.add(time, value)
+        if self.rise is not None:
+            self.rise.add(time, value)
+
+    def view(self, now: float) -> SeriesView:
+        last = self.since if self.time is None else self.time
+        stale = self.stale_after is not None and now - last > self.stale_after
+        return SeriesView(
+            device=self.device,
+            metric=self.metric,
+            value=None if stale else self.value,
+            time=self.time,
+            stale=stale,
+            min_24h=self.minmax.min(now) if self.minmax is not None else None,
+            max_24h=self.minmax.max(now) if self.minmax is not None else None,
+            mean_24h=self.mean.mean(now) if self.mean is not None else None,
+            rise_per_min=self.rise.rise_per_min(now) if self.rise is not None else None,
+        )
+
+
+@dataclass(slots=True)
+class _Climate:
+    """Derived climate of one room, from its first device that reports both T and RH."""
+
+    t: float | None = None
+    rh: float | None = None
+    time: float | None = None
+    twpi: TwpiAccumulator = field(default_factory=TwpiAccumulator)
+    mold: MoldRiskAccumulator = field(default_factory=MoldRiskAccumulator)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionStatus:
+    """One protection of one room, as the wall dashboard shows it."""
+
+    room: str
+    protection: str
+    state: ProtectionState
+    reason: str | None
+    since: float | None
+
+
+def _stale_after(config: Config) -> dict[tuple[str, str], float | None]:
+    out: dict[tuple[str, str], float | None] = {}
+    for d in config.devices:
+        for p in d.points:
+            if p.stale_after is not None:
+                out[(d.id, p.metric)] = p.stale_after
+            elif d.poll is not None:
+                out[(d.id, p.metric)] = 3 * d.poll
+            else:
+                out[(d.id, p.metric)] = None  # reports only on change: never stale by silence
+    return out
+
+
+class RulesEngine:
+    """Keeps what the rules need to know and evaluates the protections of every room."""
+
+    def __init__(
+        self,
+        config: Config,
+        book: AlertBook,
+        evaluators: dict[str, list[tuple[str, Evaluator]]],
+        *,
+        clock: Clock | None = None,
+        health: Callable[[], Iterable[Any]] | None = None,
+    ) -> None:
+        self._config = config
+        self._book = book
+        self._evaluators = evaluators  # room → [(protection, evaluate bound to its thresholds)]
+        self._clock = clock or SystemClock()
+        self._health = health
+        self._rooms = {r.id: r for r in config.rooms}
+        self._stale_after = _stale_after(config)
+        self._templates = {
+            d.room: d
+            for d in config.devices
+            if isinstance(d, MqttDevice) and d.mqtt.device_id_segment is not None
+        }
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._by_room: dict[str, list[_Series]] = {r: [] for r in self._rooms}
+        self._climate: dict[str, _Climate] = {r: _Climate() for r in self._rooms}
+        self._unknown: dict[tuple[str, str], float] = {}  # (room, protection) → unknown since
+        self._protections: dict[tuple[str, str], ProtectionStatus] = {}
+        self.evaluations = 0
+        for d in config.devices:
+            if isinstance(d, MqttDevice) and d.mqtt.device_id_segment is not None:
+                continue
+            for p in d.points:
+                self._series_for(d.id, p.metric, d.room)
+
+    # -- readings --------------------------------------------------------------------------------
+
+    def _series_for(self, device: str, metric: str, room: str) -> _Series:
+        key = (device, metric)
+        s = self._series.get(key)
+        if s is None:
+            stale = self._stale_after.get(key)
+            if stale is None and key not in self._stale_after and room in self._templates:
+                tpl = self._templates[room]  # a device heard on a wildcard topic: its entry's points
+                point = next((p for p in tpl.points if p.metric == metric), None)
+                poll = tpl.poll
+                stale = point.stale_after if point and point.stale_after else (3 * poll if poll else None)
+            s = _Series(
+                device,
+                metric,
+                room,
+                stale,
+                self._clock.now(),
+                minmax=RollingMinMax() if metric in SWING_METRICS else None,
+                mean=RollingMean() if metric in MEAN_METRICS else None,
+                rise=RateOfRise() if metric in RISE_METRICS else None,
+            )
+            self._series[key] = s
+            self._by_room.setdefault(room, []).append(s)
+        return s
+
+    def window_series(self) -> list[tuple[str, str, str]]:
+        """(device, metric, room) of every series with rolling windows (to warm them up at start)."""
+        return [
+            (s.device, s.metric, s.room)
+            for s in self._series.values()
+            if s.minmax is not None or s.mean is not None or s.rise is not None
+        ]
+
+    def ingest(self, batch: Sequence[Reading]) -> set[str]:
+        """Take stored readings into the windows; the rooms they touched."""
+        touched: set[str] = set()
+        for r in batch:
+            if r.room not in self._rooms:
+                continue
+            self._series_for(r.device, r.metric, r.room).add(r.time, r.value)
+            touched.add(r.room)
+            if r.metric in SWING_METRICS:
+                self._climate_from(r)
+        return touched
+
+    def _climate_from(self, r: Reading) -> None:
+        c = self._climate[r.room]
+        other = "humidity" if r.metric == "temperature" else "temperature"
+        partner = self._series.get((r.device, other))
+        if partner is None or partner.value is None or partner.time is None:
+            return
+        if abs(partner.time - r.time) > 300:  # a pair read together, not an old value
+            return
+        t, rh = (r.value, partner.value) if r.metric == "temperature" else (partner.value, r.value)
+        if c.time is not None and r.time <= c.time:
+            return
+        c.t, c.rh, c.time = t, rh, r.time
+        if rh > 0:
+            c.twpi.add(r.time, preservation_index(t, rh))
+        c.mold.add(r.time, t, rh)
+
+    async def on_readings(self, batch: Sequence[Reading]) -> None:
+        """Pipeline listener: called with each stored batch."""
+        touched = self.ingest(batch)
+        if touched:
+            self.evaluate(self._clock.now(), touched)
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def _offline(self) -> dict[str, frozenset[str]]:
+        if self._health is None:
+            return {}
+        out: dict[str, set[str]] = {}
+        for h in self._health():
+            if h.status in (DeviceStatus.OFFLINE, DeviceStatus.FAULTY):
+                out.setdefault(h.room, set()).add(h.id)
+        return {room: frozenset(ids) for room, ids in out.items()}
+
+    def view(self, room_id: str, now: float, offline: frozenset[str] = frozenset()) -> RoomView:
+        """What the protections see of one room now."""
+        room = self._rooms[room_id]
+        series: dict[str, list[SeriesView]] = {}
+        for s in self._by_room.get(room_id, ()):
+            series.setdefault(s.metric, []).append(s.view(now))
+        c = self._climate[room_id]
+        if c.time is not None:
+            series[MOLD_RISK] = [
+                SeriesView("climate", MOLD_RISK, c.mold.risk_factor(now), c.time, stale=False)
+            ]
+        return RoomView(
+            room=room.id,
+            name=room.name,
+            kind=room.kind,
+            open_now=self.open_now(room_id, now),
+            series=series,
+            offline=offline,
+        )
+
+    def open_now(self, room_id: str, now: float) -> bool:
+        """Whether the room is inside its access hours."""
+        room = self._rooms[room_id]
+        schedule = getattr(room, "access_schedule", None)
+        if schedule is None:
+            return True
+        return bool(schedule.open_at(now, self._config.site.timezone))
+
+    def evaluate(self, now: float, rooms: Iterable[str] | None = None) -> list[Any]:
+        """Evaluate the protections of the given rooms (default all); the alert transitions."""
+        offline = self._offline()
+        conditions: list[Condition] = []
+        for room_id in self._rooms if rooms is None else rooms:
+            view = self.view(room_id, now, offline.get(room_id, frozenset()))
+            for protection, evaluate in self._evaluators.get(room_id, ()):
+                found = evaluate(view, now)
+                self.evaluations += 1
+                conditions.extend(found)
+                self._note_unknown(room_id, protection, found, now)
+        transitions = list(self._book.observe(conditions, now))
+        for t in transitions:
+            log.info("alert %s", t)
+        return transitions
+
+    def tick(self) -> list[Any]:
+        """Evaluate every room now (holds elapse, rooms close, silent sensors are noticed)."""
+        return self.evaluate(self._clock.now())
+
+    def _note_unknown(self, room: str, protection: str, found: list[Condition], now: float) -> None:
+        key = (room, protection)
+        if found and all(c.unknown for c in found):
+            self._unknown.setdefault(key, now)
+        else:
+            self._unknown.pop(key, None)
+
+    # -- what the API shows ----------------------------------------------------------------------
+
+    def protections(self, room: str | None = None) -> list[ProtectionStatus]:
+        """Per room, per protection: ok | warning | alarm | unknown, with the reason and since when."""
+        worst: dict[tuple[str, str], Alert] = {}
+        for a in self._book.open_alerts():
+            if a.state == "pending":
+                continue
+            key = (a.room, a.protection)
+            cur = worst.get(key)
+            if cur is None or Severity(a.severity).rank > Severity(cur.severity).rank:
+                worst[key] = a
+        out: list[ProtectionStatus] = []
+        for room_id in self._rooms:
+            if room is not None and room_id != room:
+                continue
+            for protection, _ in self._evaluators.get(room_id, ()):
+                if protection == SITE_RULES:
+                    continue
+                key = (room_id, protection)
+                alert = worst.get(key)
+                if alert is not None:
+                    state = (
+                        ProtectionState.ALARM
+                        if alert.severity == Severity.CRITICAL.value
+                        else ProtectionState.WARNING
+                    )
+                    out.append(ProtectionStatus(room_id, protection, state, alert.message, alert.started_at))
+                elif key in self._unknown:
+                    out.append(
+                        ProtectionStatus(
+                            room_id, protection, ProtectionState.UNKNOWN, "监测数据缺失", self._unknown[key]
+                        )
+                    )
+                else:
+                    out.append(ProtectionStatus(room_id, protection, ProtectionState.OK, None, None))
+        return out
+
+    def climate(self, room_id: str, now: float) -> dict[str, Any]:
+        """The room's derived climate now (None where inputs are missing)."""
+        c = self._climate[room_id]
+        fresh = c.time is not None and now - c.time <= 3600
+        t, rh = (c.t, c.rh) if fresh else (None, None)
+        temps = [s for s in self._by_room.get(room_id, ()) if s.metric == "temperature" and s.minmax]
+        hums = [s for s in self._by_room.get(room_id, ()) if s.metric == "humidity" and s.minmax]
+
+        def span(series: list[_Series]) -> tuple[float | None, float | None]:
+            lows = [v for s in series if s.minmax and (v := s.minmax.min(now)) is not None]
+            highs = [v for s in series if s.minmax and (v := s.minmax.max(now)) is not None]
+            return (min(lows) if lows else None, max(highs) if highs else None)
+
+        pi = preservation_index(t, rh) if t is not None and rh is not None and rh > 0 else None
+        return {
+            "room": room_id,
+            "time": c.time,
+            "temperature": t,
+            "humidity": rh,
+            "dew_point": dew_point(t, rh) if t is not None and rh is not None and rh > 0 else None,
+            "preservation_index": pi,
+            "pi_rating": pi_rating(pi) if pi is not None else None,
+            "twpi_30d": c.twpi.value(now),
+            "emc": emc(t, rh) if t is not None and rh is not None else None,
+            "mold_rh_threshold": lim0_rh_crit(t) if t is not None else None,
+            "mold_risk": c.mold.risk_factor(now) if c.time is not None else None,
+            "temperature_24h": span(temps),
+            "humidity_24h": span(hums),
+        }
+
+
+def bind_evaluators(config: Config) -> dict[str, list[tuple[str, Evaluator]]]:
+    """Per room, each shown protection's evaluate bound to the room's thresholds; site rules last."""
+    from rules.protections import REGISTRY, room_params, site_rules
+
+    out: dict[str, list[tuple[str, Evaluator]]] = {}
+    for room in config.rooms:
+        bound: list[tuple[str, Evaluator]] = []
+        for pid, params in room_params(config, room.id).items():
+            module = REGISTRY[pid]
+
+            def evaluate(view: RoomView, now: float, m: Any = module, p: Any = params) -> list[Condition]:
+                return m.evaluate(view, p, now)  # type: ignore[no-any-return]
+
+            bound.append((pid, evaluate))
+        own = config.rules_of(room.id)
+        if own:
+
+            def evaluate_site(view: RoomView, now: float, rules: Any = own) -> list[Condition]:
+                return site_rules.evaluate(view, rules, now)
+
+            bound.append((SITE_RULES, evaluate_site))
+        out[room.id] = bound
+    return out

@@ -1,0 +1,159 @@
+"""The rules engine over real protections and a real alert book (SQLite), time from a ManualClock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from core.clock import ManualClock
+from core.config import Config, parse_config
+from core.types import Reading
+from rules.engine import RulesEngine, bind_evaluators
+from rules.lifecycle import AlertBook
+from rules.model import ProtectionState
+from store.db import make_engine, migrate
+
+MONDAY_10H = 1_767_578_400.0  # 2026-01-05T02:00Z = Monday 10:00 in Asia/Shanghai
+
+CONFIG = """
+site: {timezone: Asia/Shanghai}
+rooms:
+  - {id: r1, name: 一号库房, kind: paper, access_hours: "Mon-Fri 08:30-17:30"}
+devices:
+  - id: th-1
+    room: r1
+    modbus: {host: 127.0.0.1, unit: 1}
+    poll: 30s
+    points:
+      - {metric: humidity, address: 0, scale: 0.1}
+      - {metric: temperature, address: 1, type: int16, scale: 0.1}
+  - id: di-1
+    room: r1
+    modbus: {host: 127.0.0.1, unit: 2}
+    poll: 5s
+    points:
+      - {metric: smoke, address: 0, table: discrete}
+  - id: door-1
+    room: r1
+    mqtt: {topic: a/door-1}
+    points:
+      - {metric: door, path: contact, map: {open: 1, closed: 0}}
+"""
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path}/bafang.db")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def start(db: Engine, clock: ManualClock, cfg: Config | None = None) -> tuple[RulesEngine, AlertBook]:
+    cfg = cfg or parse_config(CONFIG, environ={})
+    book = AlertBook(db, clock=clock)
+    book.load()
+    return RulesEngine(cfg, book, bind_evaluators(cfg), clock=clock), book
+
+
+def climate(t: float, rh: float, at: float) -> list[Reading]:
+    """One poll of the T/H transmitter, and of the smoke detector (quiet)."""
+    return [
+        Reading("th-1", "r1", "humidity", rh, "%RH", at),
+        Reading("th-1", "r1", "temperature", t, "°C", at),
+        Reading("di-1", "r1", "smoke", 0.0, "", at),
+    ]
+
+
+def state_of(rules: RulesEngine, protection: str) -> ProtectionState:
+    return next(p.state for p in rules.protections("r1") if p.protection == protection)
+
+
+def run(rules: RulesEngine, clock: ManualClock, minutes: float, t: float, rh: float) -> list[tuple[str, str]]:
+    """Readings every 30 s for `minutes`; the (rule, to_state) transitions on the way."""
+    seen = []
+    for _ in range(round(minutes * 2)):
+        rules.ingest(climate(t, rh, clock.now()))
+        seen += [(x.alert.rule, str(x.to_state)) for x in rules.evaluate(clock.now())]
+        clock.advance(30)
+    return seen
+
+
+def test_damp_fires_after_its_hold_rises_to_critical_and_resolves_with_hysteresis(db: Engine) -> None:
+    clock = ManualClock(MONDAY_10H)
+    rules, book = start(db, clock)
+    assert run(rules, clock, 9.5, 20.0, 63.2) == [("humidity_high", "pending")]
+    assert state_of(rules, "damp") is ProtectionState.OK  # pending is not yet an alert on the wall
+    assert run(rules, clock, 1, 20.0, 63.2) == [("humidity_high", "firing")]
+    assert state_of(rules, "damp") is ProtectionState.WARNING
+    (alert,) = book.alerts(state="active")
+    assert alert.message.startswith("一号库房 湿度 63.2%RH 超过上限 60%，已持续 10 分钟")
+    # Worse: critical at 70 %RH, the same alert.
+    assert run(rules, clock, 1, 20.0, 71.0) == [("humidity_high", "firing")]
+    assert state_of(rules, "damp") is ProtectionState.ALARM
+    assert [a.id for a in book.alerts(state="active")] == [alert.id]
+    # Between max - 2 and max: the alert neither fires again nor clears (but 71 → 59 %RH within a day
+    # is a swing of 12 %RH, beyond the ±5 %RH of JGJ 25-2010 §5.2.3: an alert of its own).
+    assert run(rules, clock, 10, 20.0, 59.0) == [("humidity_swing", "firing")]
+    assert [a.rule for a in book.alerts(state="active")] == ["humidity_swing", "humidity_high"]
+    # Clear below 58 %RH for 5 min: resolved.
+    assert ("humidity_high", "resolved") in run(rules, clock, 6, 20.0, 55.0)
+    assert [a.rule for a in book.alerts(state="active")] == ["humidity_swing"]
+
+
+def test_a_hold_survives_a_restart(db: Engine) -> None:
+    clock = ManualClock(MONDAY_10H)
+    rules, _ = start(db, clock)
+    run(rules, clock, 8, 20.0, 63.0)  # 8 minutes into the 10-minute hold
+    rules, book = start(db, clock)  # a new process over the same records
+    assert run(rules, clock, 1.5, 20.0, 63.0) == []
+    assert run(rules, clock, 1, 20.0, 63.0) == [("humidity_high", "firing")]
+    (alert,) = book.alerts(state="active")
+    assert alert.started_at == MONDAY_10H
+
+
+def test_smoke_is_critical_at_once_and_a_door_open_at_night_is_theft(db: Engine) -> None:
+    clock = ManualClock(MONDAY_10H)
+    rules, book = start(db, clock)
+    rules.ingest([Reading("di-1", "r1", "smoke", 1.0, "", clock.now())])
+    assert [(x.alert.protection, str(x.to_state)) for x in rules.evaluate(clock.now())] == [
+        ("fire", "firing")
+    ]
+    assert state_of(rules, "fire") is ProtectionState.ALARM
+    # The door opens inside access hours: only a hold on "open too long" starts; at 02:00 it is closed.
+    rules.ingest([Reading("door-1", "r1", "door", 1.0, "", clock.now())])
+    opened = [x for x in rules.evaluate(clock.now()) if x.alert.protection == "theft"]
+    assert [(x.alert.rule, str(x.to_state)) for x in opened] == [("door_open_long", "pending")]
+    clock.advance(16 * 3600)  # Tuesday 02:00 local
+    rules.ingest([Reading("door-1", "r1", "door", 1.0, "", clock.now())])
+    theft = [x for x in rules.evaluate(clock.now()) if x.alert.protection == "theft"]
+    assert ("door_after_hours", "firing") in [(x.alert.rule, str(x.to_state)) for x in theft]
+    assert {a.protection for a in book.alerts(state="active")} >= {"fire", "theft"}
+
+
+def test_a_silent_sensor_raises_monitoring_and_its_protections_show_unknown(db: Engine) -> None:
+    clock = ManualClock(MONDAY_10H)
+    rules, book = start(db, clock)
+    run(rules, clock, 2, 20.0, 52.0)
+    assert state_of(rules, "damp") is ProtectionState.OK
+    clock.advance(120)  # no reading for more than 3 poll intervals (90 s)
+    transitions = rules.tick()
+    assert ("monitoring", "firing") in [(x.alert.protection, str(x.to_state)) for x in transitions]
+    assert state_of(rules, "damp") is ProtectionState.UNKNOWN  # never the last value as current
+    assert any(a.protection == "monitoring" and a.device == "th-1" for a in book.alerts(state="active"))
+
+
+def test_derived_climate(db: Engine) -> None:
+    clock = ManualClock(MONDAY_10H)
+    rules, _ = start(db, clock)
+    run(rules, clock, 1, 20.0, 50.0)
+    run(rules, clock, 1, 22.0, 56.0)
+    c = rules.climate("r1", clock.now())
+    assert c["temperature"] == 22.0 and c["humidity"] == 56.0
+    assert c["dew_point"] == pytest.approx(12.84, abs=0.05)
+    assert c["temperature_24h"] == (20.0, 22.0) and c["humidity_24h"] == (50.0, 56.0)
+    assert c["pi_rating"] == "risk" and c["mold_risk"] == 0.0
+    assert c["twpi_30d"] is not None
