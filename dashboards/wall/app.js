@@ -22,7 +22,7 @@ const I18N = {
 };
 const BINARY = new Set(["smoke", "door", "water_leak", "rodent", "intrusion", "fire"]);
 let lang = localStorage.getItem("bafang.lang") || "zh";
-let rooms = [], latest = [], devices = [];
+let rooms = [], latest = [], devices = [], protections = [];
 const t = (k) => I18N[lang][k] ?? k;
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const fmtTime = (iso) => iso ? new Date(iso).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { hour12: false }) : "—";
@@ -43,7 +43,10 @@ function render() {
         <div class="name">${esc(t(r.metric))} · ${esc(r.device)}</div>
         <div class="value">${esc(shown)}<span class="unit">${binary ? "" : esc(r.unit)}</span></div></div>`;
     }).join("");
+    const badges = protections.filter((p) => p.room === room.id).map((p) =>
+      `<span class="prot ${esc(p.state)}" data-protection="${esc(p.protection)}" title="${esc(p.reason || "")}">${esc(lang === "zh" ? p.name_zh : p.name_en)}</span>`).join("");
     return `<article class="room" data-room="${esc(room.id)}"><h2>${esc(room.name)}</h2>
+      <div class="prots">${badges}</div>
       <div class="metrics">${cards || `<div class="metric"><div class="name">${esc(t("noData"))}</div></div>`}</div></article>`;
   }).join("");
   const roomName = Object.fromEntries(rooms.map((r) => [r.id, r.name]));
@@ -57,7 +60,9 @@ async function refresh() {
   const conn = document.getElementById("conn");
   try {
     const get = async (u) => { const r = await fetch(u); if (!r.ok) throw new Error(u + " " + r.status); return r.json(); };
-    [rooms, latest, devices] = await Promise.all([get("/api/v1/rooms"), get("/api/v1/readings/latest"), get("/api/v1/devices")]);
+    [rooms, latest, devices, protections] = await Promise.all([
+      get("/api/v1/rooms"), get("/api/v1/readings/latest"), get("/api/v1/devices"), get("/api/v1/protections"),
+    ]);
     conn.textContent = t("live"); conn.className = "conn ok";
     render();
   } catch (e) {
