@@ -11,13 +11,13 @@ readings. Time always comes from the caller (``now``) or the injected clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.clock import Clock, SystemClock
 from core.config import Config, MqttDevice
-from core.types import DeviceStatus, Reading
+from core.types import Reading
 from rules.climate import (
     MoldRiskAccumulator,
     TwpiAccumulator,
@@ -129,14 +129,21 @@ class RulesEngine:
         evaluators: dict[str, list[tuple[str, Evaluator]]],
         *,
         clock: Clock | None = None,
-        health: Callable[[], Iterable[Any]] | None = None,
+        offline: Callable[[], Mapping[str, frozenset[str]]] | None = None,
     ) -> None:
         self._config = config
         self._book = book
         self._evaluators = evaluators  # room → [(protection, evaluate bound to its thresholds)]
         self._clock = clock or SystemClock()
-        self._health = health
+        self._offline_of = offline  # per room, devices their collector reports offline or faulty
         self._rooms = {r.id: r for r in config.rooms}
+        # The fire pre-alarm's rate-of-rise window per room (rules/protections/fire.py, overridable).
+        self._rise_window = {
+            room: float(getattr(fire, "window", 300.0))
+            for room, ev in evaluators.items()
+            for pid, fire in [(p, getattr(e, "params", None)) for p, e in ev]
+            if pid == "fire" and fire is not None
+        }
         self._stale_after = _stale_after(config)
         self._templates = {
             d.room: d
@@ -175,11 +182,16 @@ class RulesEngine:
                 self._clock.now(),
                 minmax=RollingMinMax() if metric in SWING_METRICS else None,
                 mean=RollingMean() if metric in MEAN_METRICS else None,
-                rise=RateOfRise() if metric in RISE_METRICS else None,
+                rise=self._rise(room) if metric in RISE_METRICS else None,
             )
             self._series[key] = s
             self._by_room.setdefault(room, []).append(s)
         return s
+
+    def _rise(self, room: str) -> RateOfRise:
+        window = self._rise_window.get(room, 300.0)
+        # Pairs at least a minute apart keep sensor noise out, unless the window itself is shorter.
+        return RateOfRise(window=window, min_span=min(60.0, window))
 
     def window_series(self) -> list[tuple[str, str, str]]:
         """(device, metric, room) of every series with rolling windows (to warm them up at start)."""
@@ -225,15 +237,6 @@ class RulesEngine:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def _offline(self) -> dict[str, frozenset[str]]:
-        if self._health is None:
-            return {}
-        out: dict[str, set[str]] = {}
-        for h in self._health():
-            if h.status in (DeviceStatus.OFFLINE, DeviceStatus.FAULTY):
-                out.setdefault(h.room, set()).add(h.id)
-        return {room: frozenset(ids) for room, ids in out.items()}
-
     def view(self, room_id: str, now: float, offline: frozenset[str] = frozenset()) -> RoomView:
         """What the protections see of one room now."""
         room = self._rooms[room_id]
@@ -242,9 +245,12 @@ class RulesEngine:
             series.setdefault(s.metric, []).append(s.view(now))
         c = self._climate[room_id]
         if c.time is not None:
-            series[MOLD_RISK] = [
-                SeriesView("climate", MOLD_RISK, c.mold.risk_factor(now), c.time, stale=False)
-            ]
+            # The derived series is only as current as the T and RH it comes from: with every one of
+            # them stale, mold is unknown (no value), never judged on the last pair. Not marked stale:
+            # "climate" is no device, and the monitoring alert belongs to the silent transmitter.
+            fresh = any(not v.stale for m in SWING_METRICS for v in series.get(m, ()))
+            risk = c.mold.risk_factor(now) if fresh else None
+            series[MOLD_RISK] = [SeriesView("climate", MOLD_RISK, risk, c.time, stale=False)]
         return RoomView(
             room=room.id,
             name=room.name,
@@ -264,7 +270,7 @@ class RulesEngine:
 
     def evaluate(self, now: float, rooms: Iterable[str] | None = None) -> list[Any]:
         """Evaluate the protections of the given rooms (default all); the alert transitions."""
-        offline = self._offline()
+        offline = self._offline_of() if self._offline_of is not None else {}
         conditions: list[Condition] = []
         for room_id in self._rooms if rooms is None else rooms:
             view = self.view(room_id, now, offline.get(room_id, frozenset()))
@@ -284,7 +290,9 @@ class RulesEngine:
 
     def _note_unknown(self, room: str, protection: str, found: list[Condition], now: float) -> None:
         key = (room, protection)
-        if found and all(c.unknown for c in found):
+        # Unknown when nothing can be judged, or when the protection says its own inputs are missing
+        # (fire without a working detector: the advisory temperature conditions do not make it "ok").
+        if found and (all(c.unknown for c in found) or any(c.unknown and c.rule == "no_data" for c in found)):
             self._unknown.setdefault(key, now)
         else:
             self._unknown.pop(key, None)
@@ -371,6 +379,7 @@ def bind_evaluators(config: Config) -> dict[str, list[tuple[str, Evaluator]]]:
             def evaluate(view: RoomView, now: float, m: Any = module, p: Any = params) -> list[Condition]:
                 return m.evaluate(view, p, now)  # type: ignore[no-any-return]
 
+            evaluate.params = params  # type: ignore[attr-defined]  # read by the engine (fire window)
             bound.append((pid, evaluate))
         own = config.rules_of(room.id)
         if own:

@@ -115,7 +115,7 @@ class Runtime:
         self.alerts = AlertBook(self.engine, clock=self.clock)
         await asyncio.to_thread(self.alerts.load)
         self.rules = RulesEngine(
-            cfg, self.alerts, bind_evaluators(cfg), clock=self.clock, health=self.pipeline.devices
+            cfg, self.alerts, bind_evaluators(cfg), clock=self.clock, offline=self.pipeline.unavailable
         )
         await self._warm_up(self.rules, self.readings)
         # Rules see a reading once it is stored, never before.

@@ -126,6 +126,7 @@ class Pipeline:
             return
         with self._lock:
             first = not (self._buffer or self._rejections or self._acks)
+            before = len(self._buffer)
             self._buffer.extend(readings)
             if rejections:
                 self._rejections.extend(rejections)
@@ -143,7 +144,9 @@ class Pipeline:
                 del self._buffer[:excess]
                 self.dropped += excess
                 log.error("readings buffer full (store unavailable?): dropped the %d oldest readings", excess)
-            wake = first or len(self._buffer) >= self._batch_size
+            # Wake the flusher once per batch: on the first reading, and when the batch fills (not on
+            # every submit after that, which would cost a wake-up of the event loop per message).
+            wake = first or before < self._batch_size <= len(self._buffer)
         if wake:
             self._wake_soon()
 
@@ -195,6 +198,15 @@ class Pipeline:
         now = self._clock.now()
         with self._lock:
             return [h.snapshot(now) for h in self._devices.values()]
+
+    def unavailable(self) -> dict[str, frozenset[str]]:
+        """Per room, the devices their collector reports offline or faulty (cheap: no copies)."""
+        out: dict[str, set[str]] = {}
+        with self._lock:
+            for h in self._devices.values():
+                if h.status is DeviceStatus.OFFLINE or h.status is DeviceStatus.FAULTY:
+                    out.setdefault(h.room, set()).add(h.id)
+        return {room: frozenset(ids) for room, ids in out.items()}
 
     def restore(self, states: Iterable[DeviceHealth]) -> None:
         """Take back last-seen times saved before a restart (and devices heard on wildcard topics)."""

@@ -199,7 +199,11 @@ def event(
     severity: Severity = Severity.CRITICAL,
     idle_text: str | None = None,
 ) -> Condition:
-    """A contact or detection (value > 0) alerting at once; ``armed=False`` ignores it (``idle_text``)."""
+    """A contact or detection (value > 0) alerting at once; ``armed=False`` ignores it (``idle_text``).
+
+    It clears only when the contact is back to normal: a door open since 02:00 is not "resolved" by the
+    room opening at 08:30, and while disarmed an active contact neither fires nor clears.
+    """
     if not usable(view, s):
         return unknown(view, protection, rule, s, None)
     v = s.value
@@ -213,7 +217,7 @@ def event(
         view.room,
         s.device,
         trigger=trigger,
-        clear=not trigger,
+        clear=not active,
         severity=severity,
         value=v,
         threshold=None,

@@ -17,6 +17,7 @@ from rules.model import PROTECTIONS, Condition, RoomView, SeriesView, Severity
 from rules.protections._common import label
 
 ID = "monitoring"
+OFFLINE_GRACE = 60.0  # seconds a device may be reported offline before monitoring fires
 INPUTS: tuple[str, ...] = ()  # every series of the room
 
 
@@ -75,10 +76,11 @@ def _device(
 ) -> Condition:
     offline = device in view.offline
     silent = [s for s in series if s.stale]
-    # Offline alone (one failed poll) is not yet "lost": staleness (3 missed intervals) decides, unless
-    # the view has no series at all for the device. Offline but not yet stale neither fires nor clears.
-    trigger = bool(silent) or (offline and not series)
-    clear = not trigger and not offline
+    # Stale series fire at once. Offline alone (one failed poll, a gateway's last will) fires after a
+    # grace of OFFLINE_GRACE: a blip comes back before it, and a sensor that reports only on change
+    # (no poll:, never stale) is still watched when its gateway goes down.
+    trigger = bool(silent) or offline
+    clear = not trigger
     if not trigger:
         message = f"{view.name} 设备 {device} {'离线，等待恢复' if offline else '监测正常'}"
     else:
@@ -98,6 +100,7 @@ def _device(
         severity=Severity.WARNING,
         value=float(len(silent)) if trigger else 0.0,
         threshold=float(p.missed_intervals),
+        hold=0.0 if silent or not series else OFFLINE_GRACE,
         message=message,
         clear_hold=0.0,
     )

@@ -43,7 +43,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     )
     book = AlertBook(db, clock=clock)
     book.load()
-    rules = RulesEngine(cfg, book, bind_evaluators(cfg), clock=clock, health=pipeline.devices)
+    rules = RulesEngine(cfg, book, bind_evaluators(cfg), clock=clock, offline=pipeline.unavailable)
     pipeline.add_listener(rules.on_readings)
     app = create_app(AppContext(cfg, pipeline, store, clock, rules, book))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bafang") as http:

@@ -252,7 +252,7 @@ CASES = [
         "door open inside hours holds 30 min",
         "theft",
         room(sv("door-1", "door", 1.0)),
-        {"door_open_long@door-1": "trigger", "door_after_hours@door-1": "clear"},
+        {"door_open_long@door-1": "trigger", "door_after_hours@door-1": "neither"},
         hold=1800.0,
     ),
     Case(
@@ -276,7 +276,7 @@ CASES = [
         {"intrusion@pir-1": "trigger:critical"},
     ),
     Case(
-        "intrusion inside hours", "theft", room(sv("pir-1", "intrusion", 1.0)), {"intrusion@pir-1": "clear"}
+        "intrusion inside hours", "theft", room(sv("pir-1", "intrusion", 1.0)), {"intrusion@pir-1": "neither"}
     ),
     Case("no door sensor", "theft", room(), {"no_data": "unknown"}),
     # 防光 light
@@ -401,10 +401,11 @@ CASES = [
         {"stale@th-1": "trigger", "stale@door-1": "clear"},
     ),
     Case(
-        "offline, not yet stale",
+        "offline, not yet stale: fires after a grace",
         "monitoring",
         room(sv("th-1", "humidity", 50.0), offline=("th-1",)),
-        {"stale@th-1": "neither"},
+        {"stale@th-1": "trigger"},
+        hold=60.0,
     ),
     Case("offline device never seen", "monitoring", room(offline=("th-9",)), {"stale@th-9": "trigger"}),
     Case("room without devices", "monitoring", room(), {"no_devices": "unknown"}),

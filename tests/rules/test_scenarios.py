@@ -1,0 +1,454 @@
+"""Golden alert scenarios: one runner for every folder under tests/scenarios/.
+
+Each folder is named after the incident it guards and holds ``devices.yaml`` (the site),
+``timeline.yaml`` (readings, collector status, ticks and people's actions at local times) and
+``expected.yaml`` (every alert transition in order, and optionally the protections' states and the
+open alerts at given moments). The format is described in tests/scenarios/README.md.
+
+The runner drives the real RulesEngine (bind_evaluators over the scenario's config) and a real AlertBook
+on SQLite in tmp_path, with a ManualClock moved to each instant of the timeline. At every instant it
+does what the service does: the readings of that instant are one stored batch, evaluated for the rooms
+they touch (``RulesEngine.on_readings``); a ``tick`` evaluates every room (the runtime's periodic tick).
+Readings pass through ``core.validate`` first, as the pipeline would: a rejected value never reaches the
+rules. Finally every alert's recorded history must match the transitions the engine reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import Engine
+
+from core.clock import ManualClock
+from core.config import Config, ModbusPoint, MqttPoint, load_config, parse_duration
+from core.types import DeviceStatus, Reading
+from core.validate import check_mqtt
+from rules.engine import RulesEngine, bind_evaluators
+from rules.lifecycle import AlertBook, Transition
+from store.db import make_engine, migrate
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = sorted(p for p in (ROOT / "tests" / "scenarios").iterdir() if (p / "expected.yaml").exists())
+
+# Keys every expected transition states, and those compared only when an expected entry gives them.
+REQUIRED = ("at", "protection", "rule", "device", "to_state", "severity")
+OPTIONAL = ("room", "from_state", "message", "value")
+# Keys of a timeline entry that are not metrics.
+ENTRY_KEYS = frozenset(
+    {"at", "until", "every", "device", "status", "tick", "ack", "resolve", "by", "comment", "reason", "room"}
+)
+
+
+class ScenarioError(Exception):
+    """A scenario file is malformed (names the file and the entry)."""
+
+
+# -- time -----------------------------------------------------------------------------------------
+
+
+def parse_at(value: Any, tz: zoneinfo.ZoneInfo, where: str) -> float:
+    """A local time of the site ("2026-01-05 10:00[:30]") as epoch seconds."""
+    if isinstance(value, dt.datetime):  # YAML reads an unquoted "2026-01-05 10:00:30" as a naive datetime
+        local = value if value.tzinfo is not None else value.replace(tzinfo=tz)
+        return local.timestamp()
+    if not isinstance(value, str):
+        raise ScenarioError(f"{where}: at: expected a local time such as '2026-01-05 10:00' (got {value!r})")
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            return dt.datetime.strptime(value.strip(), fmt).replace(tzinfo=tz).timestamp()
+        except ValueError:
+            continue
+    raise ScenarioError(
+        f"{where}: at: {value!r} is not a local time such as '2026-01-05 10:00' or '… 10:00:30'"
+    )
+
+
+def show_at(epoch: float, tz: zoneinfo.ZoneInfo) -> str:
+    """Epoch seconds as the scenario files write them (seconds only when not zero)."""
+    local = dt.datetime.fromtimestamp(epoch, tz)
+    return local.strftime(
+        "%Y-%m-%d %H:%M" if local.second == 0 and not local.microsecond else "%Y-%m-%d %H:%M:%S"
+    )
+
+
+# -- the timeline ---------------------------------------------------------------------------------
+
+
+def offline_by_room(health: Iterable[Health]) -> dict[str, frozenset[str]]:
+    """What the pipeline's unavailable() gives the engine: per room, devices offline or faulty."""
+    out: dict[str, set[str]] = {}
+    for h in health:
+        if h.status in (DeviceStatus.OFFLINE, DeviceStatus.FAULTY):
+            out.setdefault(h.room, set()).add(h.id)
+    return {room: frozenset(ids) for room, ids in out.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A device's collector status, as the pipeline's health list gives it to the engine."""
+
+    id: str
+    room: str
+    status: DeviceStatus
+
+
+@dataclass(slots=True)
+class Instant:
+    """Everything that happens at one moment: readings (one batch), status changes, a tick, actions."""
+
+    readings: list[Reading] = field(default_factory=list)
+    status: dict[str, DeviceStatus] = field(default_factory=dict)
+    tick: bool = False
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _times(entry: dict[str, Any], tz: zoneinfo.ZoneInfo, where: str) -> list[float]:
+    start = parse_at(entry.get("at"), tz, where)
+    if "until" not in entry and "every" not in entry:
+        return [start]
+    if "until" not in entry or "every" not in entry:
+        raise ScenarioError(f"{where}: a repeated entry needs both every: and until:")
+    try:
+        every = parse_duration(entry["every"])
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: every: {exc}") from None
+    until = parse_at(entry["until"], tz, where)
+    if until <= start:
+        raise ScenarioError(f"{where}: until: must be after at:")
+    n = 0
+    out = []
+    while start + n * every < until - 1e-9:  # until is exclusive, so repeated entries chain end to start
+        out.append(start + n * every)
+        n += 1
+    return out
+
+
+def _value(raw: Any, t: float, times: list[float], until: float | None, where: str) -> Any:
+    """A metric's value at ``t``: a constant, or {from: a, to: b} ramping linearly over [at, until)."""
+    if not isinstance(raw, dict):
+        return raw
+    if set(raw) != {"from", "to"} or until is None:
+        raise ScenarioError(f"{where}: a ramp is written {{from: a, to: b}} on a repeated entry")
+    a, b = float(raw["from"]), float(raw["to"])
+    return round(a + (b - a) * (t - times[0]) / (until - times[0]), 3)
+
+
+def _stored(point: ModbusPoint | MqttPoint, value: Any) -> float | None:
+    """What the pipeline would store for this value (None when it would reject it).
+
+    MQTT values are payload values (``door: open`` goes through the point's map); Modbus values are
+    already engineering values (after scale and offset), checked against the plausible range.
+    """
+    if isinstance(point, MqttPoint):
+        verdict = check_mqtt(point, value)
+        return verdict if isinstance(verdict, float) else None
+    number = float(value)
+    low, high = point.resolved_range
+    return number if low <= number <= high else None
+
+
+def load_timeline(folder: Path, cfg: Config, tz: zoneinfo.ZoneInfo) -> dict[float, Instant]:
+    """timeline.yaml as instants in time order."""
+    path = folder / "timeline.yaml"
+    entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(entries, list) or not entries:
+        raise ScenarioError(f"{path}: expected a list of entries")
+    devices = {d.id: d for d in cfg.devices}
+    instants: dict[float, Instant] = {}
+    for i, entry in enumerate(entries):
+        where = f"{path.name}[{i}]"
+        if not isinstance(entry, dict):
+            raise ScenarioError(
+                f"{where}: expected a mapping such as {{at: ..., device: ..., humidity: ...}}"
+            )
+        times = _times(entry, tz, where)
+        until = parse_at(entry["until"], tz, where) if "until" in entry else None
+        kinds = [k for k in ("tick", "status", "ack", "resolve") if k in entry]
+        if len(kinds) > 1:
+            raise ScenarioError(f"{where}: one of tick:, status:, ack:, resolve: per entry (got {kinds})")
+        if kinds and kinds[0] in ("ack", "resolve"):
+            allowed = {"at", kinds[0], "by", "comment" if kinds[0] == "ack" else "reason", "room"}
+            if set(entry) - allowed:
+                raise ScenarioError(f"{where}: unknown keys {sorted(set(entry) - allowed)}")
+            if len(times) != 1:
+                raise ScenarioError(f"{where}: a person's action happens once (no every:/until:)")
+            instants.setdefault(times[0], Instant()).actions.append(entry)
+            continue
+        if kinds == ["tick"]:
+            if set(entry) - {"at", "until", "every", "tick"} or entry["tick"] is not True:
+                raise ScenarioError(
+                    f"{where}: a tick entry is {{at:, tick: true}} with optional every:/until:"
+                )
+            for t in times:
+                instants.setdefault(t, Instant()).tick = True
+            continue
+        name = entry.get("device")
+        if name not in devices:
+            raise ScenarioError(f"{where}: device {name!r} is not in devices.yaml ({', '.join(devices)})")
+        device = devices[name]
+        if kinds == ["status"]:
+            if set(entry) - {"at", "device", "status"}:
+                raise ScenarioError(f"{where}: a status entry is {{at:, device:, status: offline}}")
+            try:
+                status = DeviceStatus(entry["status"])
+            except ValueError:
+                choices = ", ".join(s.value for s in DeviceStatus)
+                raise ScenarioError(f"{where}: status: {entry['status']!r} is not one of {choices}") from None
+            for t in times:
+                instants.setdefault(t, Instant()).status[device.id] = status
+            continue
+        unknown = set(entry) - ENTRY_KEYS - {p.metric for p in device.points}
+        if unknown:
+            points = ", ".join(p.metric for p in device.points)
+            raise ScenarioError(f"{where}: {sorted(unknown)} not points of {device.id} ({points})")
+        metrics = [p for p in device.points if p.metric in entry]
+        if not metrics:
+            raise ScenarioError(f"{where}: no metric of {device.id} given")
+        for t in times:
+            batch = instants.setdefault(t, Instant()).readings
+            for p in metrics:
+                value = _stored(p, _value(entry[p.metric], t, times, until, where))
+                if value is not None:
+                    batch.append(Reading(device.id, device.room, p.metric, value, p.resolved_unit, t))
+    return dict(sorted(instants.items()))
+
+
+# -- expectations ---------------------------------------------------------------------------------
+
+
+def _row(t: Transition, tz: zoneinfo.ZoneInfo, at: float) -> dict[str, Any]:
+    a = t.alert
+    return {
+        "at": show_at(at, tz),
+        "protection": a.protection,
+        "rule": a.rule,
+        "device": a.device,
+        "to_state": str(t.to_state),
+        "severity": str(a.severity),
+        "room": a.room,
+        "from_state": None if t.from_state is None else str(t.from_state),
+        "message": a.message,
+        "value": a.value,
+    }
+
+
+def _project(actual: dict[str, Any], expected: dict[str, Any] | None) -> dict[str, Any]:
+    """The actual transition reduced to the keys the expected one compares (message: a substring)."""
+    out = {k: actual[k] for k in REQUIRED}
+    for k in OPTIONAL:
+        if expected is not None and k in expected:
+            out[k] = actual[k]
+            if k == "message" and isinstance(expected[k], str) and expected[k] in actual[k]:
+                out[k] = expected[k]
+    return out
+
+
+def _normalise(expected: dict[str, Any], tz: zoneinfo.ZoneInfo, where: str) -> dict[str, Any]:
+    missing = [k for k in REQUIRED if k not in expected]
+    unknown = set(expected) - set(REQUIRED) - set(OPTIONAL)
+    if missing or unknown:
+        raise ScenarioError(f"{where}: missing {missing} / unknown {sorted(unknown)}")
+    return {**expected, "at": show_at(parse_at(expected["at"], tz, where), tz)}
+
+
+def _dump(rows: list[dict[str, Any]]) -> str:
+    """Rows as expected.yaml writes them, to paste after checking them by hand."""
+    return "\n".join(
+        "  - {" + ", ".join(f"{k}: {v!r}" if k == "at" else f"{k}: {v}" for k, v in r.items()) + "}"
+        for r in rows
+    )
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path}/bafang.db")
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def _case(folder: Path) -> Any:
+    """A scenario; one with a ``known-bug.txt`` is expected to fail its assertions until the bug is fixed
+    (strictly: it turns red once it passes, so that the file is removed; a malformed file still errors)."""
+    bug = folder / "known-bug.txt"
+    if not bug.exists():
+        return pytest.param(folder, id=folder.name)
+    reason = bug.read_text(encoding="utf-8").strip().splitlines()[0]
+    return pytest.param(
+        folder, id=folder.name, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+    )
+
+
+@pytest.mark.parametrize("folder", [_case(s) for s in SCENARIOS])
+def test_scenario(folder: Path, db: Engine) -> None:
+    cfg = load_config(folder / "devices.yaml", environ={})
+    tz = zoneinfo.ZoneInfo(cfg.site.timezone)
+    timeline = load_timeline(folder, cfg, tz)
+    expected_doc = yaml.safe_load((folder / "expected.yaml").read_text(encoding="utf-8")) or {}
+    unknown = set(expected_doc) - {"transitions", "protections", "active"}
+    if unknown:
+        raise ScenarioError(f"{folder.name}/expected.yaml: unknown keys {sorted(unknown)}")
+    expected = [
+        _normalise(e, tz, f"expected.yaml transitions[{i}]")
+        for i, e in enumerate(expected_doc.get("transitions") or [])
+    ]
+    end = max(timeline)
+    snapshots = {
+        (end if s["at"] == "end" else parse_at(s["at"], tz, "expected.yaml protections")): s
+        for s in expected_doc.get("protections") or []
+    }
+    for at in snapshots:
+        if at not in timeline:
+            raise ScenarioError(
+                f"expected.yaml protections: {show_at(at, tz)} is not an instant of the timeline"
+            )
+
+    clock = ManualClock(min(timeline))
+    book = AlertBook(db, clock=clock)
+    book.load()
+    health: dict[str, Health] = {}
+    rules = RulesEngine(
+        cfg, book, bind_evaluators(cfg), clock=clock, offline=lambda: offline_by_room(health.values())
+    )
+
+    actual: list[dict[str, Any]] = []
+    seen: dict[int, list[tuple[float, str | None, str]]] = {}  # alert id → (at, from, to) as reported
+    got_states: list[dict[str, Any]] = []
+    want_states: list[dict[str, Any]] = []
+    for at, instant in timeline.items():
+        clock.advance(at - clock.now())
+        for device_id, status in instant.status.items():
+            health[device_id] = Health(device_id, cfg.device(device_id).room, status)
+        touched = rules.ingest(instant.readings)
+        if instant.tick:
+            transitions = rules.evaluate(at)
+        elif touched:  # in config order, so that transitions of several rooms come in a stable order
+            transitions = rules.evaluate(at, [r.id for r in cfg.rooms if r.id in touched])
+        else:
+            transitions = []
+        for action in instant.actions:
+            transitions.append(_act(book, cfg, action, at))
+        for t in transitions:
+            actual.append(_row(t, tz, at))
+            from_state = None if t.from_state is None else str(t.from_state)
+            seen.setdefault(t.alert.id, []).append((at, from_state, str(t.to_state)))
+        if at in snapshots:
+            want = {k: v for k, v in snapshots[at].items() if k != "at"}
+            got = {
+                room: {p.protection: str(p.state) for p in rules.protections(room) if p.protection in states}
+                for room, states in want.items()
+            }
+            got_states.append({"at": show_at(at, tz), **got})
+            want_states.append({"at": show_at(at, tz), **want})
+
+    projected = [_project(a, expected[i] if i < len(expected) else None) for i, a in enumerate(actual)]
+    assert projected == expected, f"{folder.name}: transitions differ; actual:\n{_dump(projected)}"
+    assert got_states == want_states, f"{folder.name}: protection states differ"
+    if "active" in expected_doc:
+        open_now = [
+            {
+                "protection": a.protection,
+                "rule": a.rule,
+                "device": a.device,
+                "state": str(a.state),
+                "severity": str(a.severity),
+            }
+            for a in book.open_alerts()
+        ]
+        assert open_now == (expected_doc["active"] or []), f"{folder.name}: open alerts at the end differ"
+    # Every transition reported was recorded, with its time, and nothing else was.
+    for alert_id, reported in seen.items():
+        recorded = [(e.at, e.from_state, e.to_state) for e in book.history(alert_id)]
+        assert recorded == reported, f"{folder.name}: alert {alert_id} history differs from its transitions"
+
+
+def _act(book: AlertBook, cfg: Config, action: dict[str, Any], at: float) -> Transition:
+    """A person acknowledges or resolves an open alert named ``protection/rule/device``."""
+    verb = "ack" if "ack" in action else "resolve"
+    protection, _, rest = str(action[verb]).partition("/")
+    rule, _, device = rest.partition("/")
+    room = action.get("room") or (cfg.device(device).room if device else None)
+    match = [
+        a
+        for a in book.open_alerts()
+        if (a.protection, a.rule, a.device or "") == (protection, rule, device) and room in (None, a.room)
+    ]
+    if len(match) != 1:
+        raise ScenarioError(f"timeline: {verb}: {action[verb]!r} matches {len(match)} open alerts, not 1")
+    before = match[0]
+    if verb == "ack":
+        after = book.acknowledge(before.id, by=action["by"], comment=action.get("comment", ""), now=at)
+    else:
+        after = book.resolve(before.id, by=action["by"], reason=action.get("reason", ""), now=at)
+    return Transition(after, before.state, after.state, notify=False)
+
+
+# -- the format itself ----------------------------------------------------------------------------
+
+FORMAT_CONFIG = """
+site: {timezone: Asia/Shanghai}
+rooms: [{id: r1, name: 一号库房}]
+devices:
+  - {id: th-1, room: r1, modbus: {host: 10.0.0.1, unit: 1}, poll: 30s,
+     points: [{metric: humidity, address: 0, scale: 0.1}]}
+  - {id: door-1, room: r1, mqtt: {topic: a/door}, points: [{metric: door, map: {open: 1, closed: 0}}]}
+"""
+
+
+def _timeline(tmp_path: Path, text: str) -> dict[float, Instant]:
+    from core.config import parse_config
+
+    (tmp_path / "timeline.yaml").write_text(text, encoding="utf-8")
+    cfg = parse_config(FORMAT_CONFIG, environ={})
+    return load_timeline(tmp_path, cfg, zoneinfo.ZoneInfo("Asia/Shanghai"))
+
+
+def test_repeats_end_before_until_ramps_and_maps(tmp_path: Path) -> None:
+    timeline = _timeline(
+        tmp_path,
+        """
+- {at: "2026-01-05 10:00", until: "2026-01-05 10:02", every: 30s, device: th-1, humidity: {from: 50, to: 54}}
+- {at: "2026-01-05 10:01", device: door-1, door: open}
+- {at: 2026-01-05 10:01:30, device: th-1, humidity: 6553.5}
+- {at: "2026-01-05 10:01", tick: true}
+""",
+    )
+    start = dt.datetime(2026, 1, 5, 10, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Shanghai")).timestamp()
+    assert list(timeline) == [start, start + 30, start + 60, start + 90]  # 10:02 itself not included
+    assert [r.value for i in timeline.values() for r in i.readings if r.metric == "humidity"] == [
+        50.0,
+        51.0,
+        52.0,
+        53.0,  # the out-of-range 6553.5 at 10:01:30 is rejected, as the pipeline would
+    ]
+    assert [(r.metric, r.value) for r in timeline[start + 60].readings] == [("humidity", 52.0), ("door", 1.0)]
+    assert timeline[start + 60].tick and not timeline[start].tick
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('- {at: "2026-01-05 10:00", device: th-9, humidity: 50}', "device 'th-9' is not in devices.yaml"),
+        ('- {at: "2026-01-05 10:00", device: th-1, humidty: 50}', "['humidty'] not points of th-1"),
+        ('- {at: "10:00", device: th-1, humidity: 50}', "'10:00' is not a local time"),
+        (
+            '- {at: "2026-01-05 10:00", every: 30s, device: th-1, humidity: 50}',
+            "needs both every: and until:",
+        ),
+        ('- {at: "2026-01-05 10:00", device: th-1, status: asleep}', "'asleep' is not one of"),
+    ],
+)
+def test_a_malformed_timeline_names_the_entry(tmp_path: Path, text: str, error: str) -> None:
+    with pytest.raises(ScenarioError, match=r"timeline\.yaml\[0\]") as caught:
+        _timeline(tmp_path, text)
+    assert error in str(caught.value)
