@@ -213,6 +213,29 @@ class RulesEngine:
                 self._climate_from(r)
         return touched
 
+    def climate_sources(self) -> dict[str, str]:
+        """Per room, the first configured device that measures both temperature and humidity."""
+        out: dict[str, str] = {}
+        for d in self._config.devices:
+            template = isinstance(d, MqttDevice) and d.mqtt.device_id_segment is not None
+            if not template and {p.metric for p in d.points} >= SWING_METRICS:
+                out.setdefault(d.room, d.id)
+        return out
+
+    def seed_climate(self, room: str, samples: Iterable[tuple[float, float, float]]) -> None:
+        """Refill a room's TWPI and mold-risk accumulators from (time, °C, %RH), oldest first."""
+        c = self._climate[room]
+        for time, t, rh in samples:
+            self._climate_add(c, time, t, rh)
+
+    def _climate_add(self, c: _Climate, time: float, t: float, rh: float) -> None:
+        if c.time is not None and time <= c.time:
+            return
+        c.t, c.rh, c.time = t, rh, time
+        if rh > 0:
+            c.twpi.add(time, preservation_index(t, rh))
+        c.mold.add(time, t, rh)
+
     def _climate_from(self, r: Reading) -> None:
         c = self._climate[r.room]
         other = "humidity" if r.metric == "temperature" else "temperature"
@@ -222,12 +245,7 @@ class RulesEngine:
         if abs(partner.time - r.time) > 300:  # a pair read together, not an old value
             return
         t, rh = (r.value, partner.value) if r.metric == "temperature" else (partner.value, r.value)
-        if c.time is not None and r.time <= c.time:
-            return
-        c.t, c.rh, c.time = t, rh, r.time
-        if rh > 0:
-            c.twpi.add(r.time, preservation_index(t, rh))
-        c.mold.add(r.time, t, rh)
+        self._climate_add(c, r.time, t, rh)
 
     async def on_readings(self, batch: Sequence[Reading]) -> None:
         """Pipeline listener: called with each stored batch."""

@@ -215,8 +215,17 @@ class Runtime:
         await asyncio.to_thread(save)
 
     async def _warm_up(self, rules: RulesEngine, readings: SqliteReadingStore) -> None:
-        """Refill the rules' windows from the store: the latest of every series, 24 h where windowed."""
+        """Refill the rules from the store: 30 days of hourly climate (TWPI, mold risk), then the
+        latest of every series and 24 h of raw readings where windowed."""
         now = self.clock.now()
+        for room, device in rules.climate_sources().items():
+            start, end = now - 30 * DAY, now - DAY
+            temps = await readings.history(
+                device=device, metric="temperature", start=start, end=end, step=3600
+            )
+            hums = await readings.history(device=device, metric="humidity", start=start, end=end, step=3600)
+            rh_at = {p.time: p.mean for p in hums}
+            rules.seed_climate(room, [(p.time, p.mean, rh_at[p.time]) for p in temps if p.time in rh_at])
         batch: list[Reading] = list(await readings.latest())
         for device, metric, room in rules.window_series():
             points = await readings.history(device=device, metric=metric, start=now - DAY, end=now)

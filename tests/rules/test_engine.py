@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from core.clock import ManualClock
 from core.config import Config, parse_config
 from core.types import Reading
+from rules.climate import preservation_index
 from rules.engine import RulesEngine, bind_evaluators
 from rules.lifecycle import AlertBook
 from rules.model import ProtectionState
@@ -157,3 +158,15 @@ def test_derived_climate(db: Engine) -> None:
     assert c["temperature_24h"] == (20.0, 22.0) and c["humidity_24h"] == (50.0, 56.0)
     assert c["pi_rating"] == "risk" and c["mold_risk"] == 0.0
     assert c["twpi_30d"] is not None
+
+
+def test_climate_accumulators_are_refilled_from_hourly_history(db: Engine) -> None:
+    clock = ManualClock(MONDAY_10H)
+    rules, _ = start(db, clock)
+    assert rules.climate_sources() == {"r1": "th-1"}
+    # Ten days of a damp room (20 °C, 80 %RH: above the 75.6 %RH germination isopleth), hour by hour.
+    hours = [(MONDAY_10H - 10 * 86400 + 3600 * i, 20.0, 80.0) for i in range(240)]
+    rules.seed_climate("r1", hours)
+    c = rules.climate("r1", MONDAY_10H)
+    assert c["twpi_30d"] == pytest.approx(preservation_index(20.0, 80.0), rel=1e-6)
+    assert c["mold_risk"] is not None and c["mold_risk"] >= 1.0  # 10 days above the isopleth
