@@ -135,7 +135,13 @@ class Runtime:
             self.mqtt_port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
         if mqtt_devices:
             self.mqtt = MqttCollector(
-                cfg.mqtt, mqtt_devices, self.pipeline, clock=self.clock, host=host, port=self.mqtt_port
+                cfg.mqtt,
+                mqtt_devices,
+                self.pipeline,
+                clock=self.clock,
+                host=host,
+                port=self.mqtt_port,
+                timezone=cfg.site.timezone,  # payload times without an offset are site-local
             )
             self.mqtt.start()
 
