@@ -45,7 +45,7 @@ import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from benchmarks.ingest import start_mosquitto
+from benchmarks.crash_ingest import start_mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 TH_PER_ROOM = 10
@@ -211,7 +211,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bafang-latency-") as tmp:
         workdir = Path(tmp)
-        broker, port = start_mosquitto(workdir)
+        broker, port = start_mosquitto(workdir, persistence=False)
         proc: subprocess.Popen[str] | None = None
         load: Load | None = None
         pub: paho.Client | None = None

@@ -76,11 +76,13 @@ def wait_port(port: int, timeout: float, alive: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
-def start_mosquitto(workdir: Path, receive_maximum: int = 1000) -> tuple[subprocess.Popen[bytes], int]:
-    """Mosquitto with persistence on a free port, configured as devices.yaml documents."""
+def start_mosquitto(
+    workdir: Path, receive_maximum: int = 1000, *, persistence: bool = True
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Mosquitto on a free port, configured as devices.yaml documents (persistent unless told not)."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.access(binary, os.X_OK):
-        sys.exit("benchmarks/crash_ingest.py needs the mosquitto binary (apt-get install mosquitto)")
+        sys.exit("the benchmarks need the mosquitto binary (apt-get install mosquitto)")
     port = free_port()
     lines = [
         f"listener {port} 127.0.0.1",
@@ -88,12 +90,11 @@ def start_mosquitto(workdir: Path, receive_maximum: int = 1000) -> tuple[subproc
         "max_queued_messages 2000000",  # the default 1000 silently drops QoS 1 messages
         "max_queued_bytes 0",
         f"max_inflight_messages {receive_maximum}",  # the in-flight bound for MQTT 3.1.1
-        "persistence true",
-        f"persistence_location {workdir}/",
-        "autosave_interval 1",
         "log_dest stderr",
         "log_type error",
     ]
+    if persistence:
+        lines += ["persistence true", f"persistence_location {workdir}/", "autosave_interval 1"]
     if os.geteuid() == 0:
         lines.append("user root")
     conf = workdir / "mosquitto.conf"

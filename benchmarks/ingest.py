@@ -36,11 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from benchmarks.crash_ingest import start_mosquitto
 from collectors.mqtt import MqttCollector
 from core.config import MqttBroker, MqttDevice
 from store.ingest import DeviceInfo, Pipeline
@@ -60,45 +57,6 @@ from store.sqlite import SqliteReadingStore
 
 TOPIC = "bench/r1/{}/state"
 DRAIN_TOPIC = "drain/r1/{}/t"
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Mosquitto on a free port, queues large enough to hold the whole run for each subscriber."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.access(binary, os.X_OK):
-        sys.exit("benchmarks/ingest.py needs the mosquitto binary (apt-get install mosquitto)")
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    lines = [
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
-        "max_queued_messages 0",  # unlimited: the default 1000 silently drops QoS 1 messages
-        "max_queued_bytes 0",
-        # As devices.yaml documents: QoS 1 messages in flight to one client = Bafang's receive_maximum
-        # (the default, 20, would throttle an MQTT 3.1.1 subscriber that acknowledges after storing).
-        "max_inflight_messages 1000",
-        "log_dest stderr",
-        "log_type error",
-    ]
-    if os.geteuid() == 0:
-        lines.append("user root")
-    conf.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        if time.monotonic() > deadline or proc.poll() is not None:
-            sys.exit("mosquitto did not start")
-        time.sleep(0.01)
 
 
 def protocol_of(name: str) -> MQTTProtocolVersion:
@@ -342,7 +300,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bafang-ingest-") as tmp:
         workdir = Path(tmp)
-        proc, port = start_mosquitto(workdir)
+        proc, port = start_mosquitto(workdir, persistence=False)
         try:
             devices = bench_devices(args.devices)
             register_bare(port, args.protocol)
