@@ -10,7 +10,9 @@ readings. Time always comes from the caller (``now``) or the injected clock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +41,7 @@ SWING_METRICS = frozenset({"temperature", "humidity"})
 MEAN_METRICS = frozenset({"pm25", "pm10", "co2", "hcho", "tvoc", "so2", "no2", "o3"})
 RISE_METRICS = frozenset({"temperature"})
 MOLD_RISK = "mold_risk"  # the derived per-room series the mold protection reads
+EVAL_SHARE = 0.25  # at most this share of the event loop goes to evaluating batches under load
 SITE_RULES = "site"  # the evaluator of a room's site rules: their conditions name their own protection
 
 
@@ -130,6 +133,7 @@ class RulesEngine:
         *,
         clock: Clock | None = None,
         offline: Callable[[], Mapping[str, frozenset[str]]] | None = None,
+        eval_share: float = EVAL_SHARE,
     ) -> None:
         self._config = config
         self._book = book
@@ -156,6 +160,11 @@ class RulesEngine:
         self._unknown: dict[tuple[str, str], float] = {}  # (room, protection) → unknown since
         self._protections: dict[tuple[str, str], ProtectionStatus] = {}
         self.evaluations = 0
+        self._eval_share = eval_share
+        self._due: set[str] = set()  # rooms touched since the last evaluation
+        self._later: asyncio.TimerHandle | None = None
+        self._last_eval = 0.0  # monotonic end of the last batch evaluation, and what it cost
+        self._last_cost = 0.0
         for d in config.devices:
             if isinstance(d, MqttDevice) and d.mqtt.device_id_segment is not None:
                 continue
@@ -225,8 +234,8 @@ class RulesEngine:
     def seed_climate(self, room: str, samples: Iterable[tuple[float, float, float]]) -> None:
         """Refill a room's TWPI and mold-risk accumulators from (time, °C, %RH), oldest first."""
         c = self._climate[room]
-        for time, t, rh in samples:
-            self._climate_add(c, time, t, rh)
+        for at, t, rh in samples:
+            self._climate_add(c, at, t, rh)
 
     def _climate_add(self, c: _Climate, time: float, t: float, rh: float) -> None:
         if c.time is not None and time <= c.time:
@@ -248,10 +257,43 @@ class RulesEngine:
         self._climate_add(c, r.time, t, rh)
 
     async def on_readings(self, batch: Sequence[Reading]) -> None:
-        """Pipeline listener: called with each stored batch."""
+        """Pipeline listener: called with each stored batch.
+
+        The touched rooms are evaluated at once, unless the last evaluation was so recent that
+        evaluating again would take more than EVAL_SHARE of the event loop: then once, a little later,
+        for every room touched meanwhile. Idle or lightly loaded, an alert fires on the reading that
+        completes it; under a flood of batches, the rules cannot starve ingest.
+        """
         touched = self.ingest(batch)
-        if touched:
-            self.evaluate(self._clock.now(), touched)
+        if not touched:
+            return
+        self._due.update(touched)
+        if self._later is not None:
+            return  # an evaluation is already scheduled and will take these rooms too
+        wait = self._last_eval + self._last_cost * (1 / self._eval_share - 1) - time.monotonic()
+        if wait <= 0:
+            self._evaluate_due()
+        else:
+            self._later = asyncio.get_running_loop().call_later(wait, self._evaluate_due)
+
+    def evaluate_due(self) -> None:
+        """Evaluate now the rooms whose batches wait for a deferred evaluation (at shutdown)."""
+        if self._later is not None:
+            self._later.cancel()
+        if self._due:
+            self._evaluate_due()
+        self._later = None
+
+    def _evaluate_due(self) -> None:
+        self._later = None
+        rooms, self._due = self._due, set()
+        started = time.monotonic()
+        try:
+            self.evaluate(self._clock.now(), rooms)
+        except Exception:
+            log.exception("rules evaluation failed")
+        self._last_eval = time.monotonic()
+        self._last_cost = self._last_eval - started
 
     # -- evaluation ------------------------------------------------------------------------------
 

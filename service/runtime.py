@@ -271,6 +271,8 @@ class Runtime:
         if self.pipeline is not None:
             # While MQTT is still connected: store what is buffered and acknowledge it.
             await self.pipeline.stop()
+            if self.rules is not None:
+                self.rules.evaluate_due()
             await self.save_states()
         if self.mqtt is not None:
             await asyncio.to_thread(self.mqtt.stop)

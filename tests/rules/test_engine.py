@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,23 @@ def test_climate_accumulators_are_refilled_from_hourly_history(db: Engine) -> No
     c = rules.climate("r1", MONDAY_10H)
     assert c["twpi_30d"] == pytest.approx(preservation_index(20.0, 80.0), rel=1e-6)
     assert c["mold_risk"] is not None and c["mold_risk"] >= 1.0  # 10 days above the isopleth
+
+
+async def test_batches_are_evaluated_at_once_when_idle_and_coalesced_under_load(db: Engine) -> None:
+    clock = ManualClock(MONDAY_10H)
+    cfg = parse_config(CONFIG, environ={})
+    book = AlertBook(db, clock=clock)
+    book.load()
+    # A small share: after one evaluation the next batch must wait ~100x its cost.
+    rules = RulesEngine(cfg, book, bind_evaluators(cfg), clock=clock, eval_share=0.01)
+    await rules.on_readings([Reading("di-1", "r1", "smoke", 1.0, "", clock.now())])
+    assert [a.protection for a in book.alerts(state="active")] == ["fire"]  # idle: at once
+    done = rules.evaluations
+    await rules.on_readings(climate(20.0, 52.0, clock.now()))
+    await rules.on_readings([Reading("door-1", "r1", "door", 1.0, "", clock.now())])
+    assert rules.evaluations == done  # both deferred into one later evaluation
+    deadline = asyncio.get_running_loop().time() + 15
+    while rules.evaluations == done:
+        assert asyncio.get_running_loop().time() < deadline, "the deferred evaluation never ran"
+        await asyncio.sleep(0.01)
+    assert rules.evaluations == done + len(bind_evaluators(cfg)["r1"])  # r1 once, for both batches
