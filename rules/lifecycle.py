@@ -126,26 +126,29 @@ class Transition:
     note: str | None = None
 
 
-class AlertNotFound(KeyError):
+class _NotFound(KeyError):
+    """No such thing with that id."""
+
+    what = "item"
+
+    def __init__(self, item_id: int) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
+
+    def __str__(self) -> str:
+        return f"{self.what} {self.item_id} does not exist"
+
+
+class AlertNotFound(_NotFound):
     """No alert with that id."""
 
-    def __init__(self, alert_id: int) -> None:
-        super().__init__(alert_id)
-        self.alert_id = alert_id
-
-    def __str__(self) -> str:
-        return f"alert {self.alert_id} does not exist"
+    what = "alert"
 
 
-class SilenceNotFound(KeyError):
+class SilenceNotFound(_NotFound):
     """No silence with that id."""
 
-    def __init__(self, silence_id: int) -> None:
-        super().__init__(silence_id)
-        self.silence_id = silence_id
-
-    def __str__(self) -> str:
-        return f"silence {self.silence_id} does not exist"
+    what = "silence"
 
 
 class InvalidTransition(Exception):
