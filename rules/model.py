@@ -36,24 +36,6 @@ class ProtectionState(StrEnum):
     UNKNOWN = "unknown"
 
 
-# Protection ids used in config and the API, with their names (zh-CN first).
-PROTECTIONS: dict[str, tuple[str, str]] = {
-    "fire": ("防火", "Fire"),
-    "theft": ("防盗", "Theft"),
-    "damp": ("防潮", "Damp"),
-    "temperature": ("防高温", "Heat"),
-    "light": ("防光", "Light"),
-    "dust": ("防尘", "Dust"),
-    "insects": ("防虫", "Insects"),
-    "rodents": ("防鼠", "Rodents"),
-    "water": ("防水", "Water"),
-    "mold": ("防霉", "Mold"),
-    "pollution": ("防污染", "Pollution"),
-    "monitoring": ("监测中断", "Monitoring lost"),
-}
-CLASSIC_EIGHT = ("fire", "theft", "damp", "temperature", "light", "dust", "insects", "rodents")
-
-
 @dataclass(frozen=True, slots=True)
 class Condition:
     """What one rule says about one thing (a room, or one device in it) at one moment.

@@ -10,8 +10,9 @@ from pydantic import BaseModel
 
 from api.deps import ContextDep
 from api.schemas import iso_or_none
+from core.protections import PROTECTIONS
 from rules.engine import RulesEngine
-from rules.model import PROTECTIONS, ProtectionState
+from rules.model import ProtectionState
 
 router = APIRouter(prefix="/api/v1", tags=["protections"])
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from core.config import Config, Thresholds
-from rules.model import PROTECTIONS, Condition, RoomView
+from core.protections import PROTECTIONS
+from rules.model import Condition, RoomView
 from rules.protections import (
     damp,
     dust,

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from core.metrics import METRICS
-from rules.model import PROTECTIONS, Condition, RoomView, SeriesView, Severity
+from core.protections import PROTECTIONS
+from rules.model import Condition, RoomView, SeriesView, Severity
 
 # How long a threshold condition must stay clear before its alert resolves, unless configured
 # (the brief for issue 3: "clear_for (default 5m)"). Event contacts clear as soon as they return to normal.

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from core.config import Thresholds
-from rules.model import PROTECTIONS, Condition, RoomView, SeriesView, Severity
+from core.protections import PROTECTIONS
+from rules.model import Condition, RoomView, SeriesView, Severity
 from rules.protections._common import label
 
 ID = "monitoring"

@@ -19,9 +19,8 @@ from core.config import (
     parse_access_hours,
     parse_config,
 )
-from rules.model import CLASSIC_EIGHT as MODEL_CLASSIC_EIGHT
-from rules.model import PROTECTIONS
-from rules.protections import check_config, room_params
+from core.protections import PROTECTIONS
+from rules.protections import REGISTRY, check_config, room_params
 from rules.protections.damp import DEFAULTS as DAMP_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,9 +31,10 @@ def at(text: str, tz: str = SHANGHAI) -> float:
     return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(tz)).timestamp()
 
 
-def test_protection_ids_match_the_rules_model() -> None:
-    assert set(PROTECTION_IDS) == set(PROTECTIONS)
-    assert CLASSIC_EIGHT == MODEL_CLASSIC_EIGHT
+def test_every_protection_id_has_names_and_a_module() -> None:
+    assert tuple(PROTECTIONS) == PROTECTION_IDS
+    assert set(REGISTRY) == set(PROTECTION_IDS)
+    assert CLASSIC_EIGHT == ("fire", "theft", "damp", "temperature", "light", "dust", "insects", "rodents")
 
 
 SPLIT = "Mon-Fri 08:30-12:00,13:30-17:30; Sat 09:00-12:00"

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from core.config import Thresholds
-from rules.model import PROTECTIONS, Condition, RoomView, SeriesView, Severity
+from core.protections import PROTECTIONS
+from rules.model import Condition, RoomView, SeriesView, Severity
 from rules.protections import REGISTRY, evaluate_room, site_rules
 from rules.protections import damp as damp_mod
 

@@ -1,0 +1,99 @@
+"""Checks that span entries of devices.yaml: unique ids, known rooms, no register read twice, rules."""
+
+from __future__ import annotations
+
+from core.config.devices import ModbusDevice
+from core.config.site import Config
+from core.protections import DERIVED_METRICS
+
+Loc = tuple[str | int, ...]
+
+
+def cross_check(cfg: Config) -> list[tuple[Loc, str]]:
+    """Checks that span entries: unique ids, known rooms, no register read by two points."""
+    problems: list[tuple[Loc, str]] = []
+    room_ids: set[str] = set()
+    for i, room in enumerate(cfg.rooms):
+        if room.id in room_ids:
+            problems.append((("rooms", i, "id"), f"duplicate room id {room.id!r}"))
+        room_ids.add(room.id)
+    device_ids: dict[str, int] = {}
+    registers: dict[tuple[str, int, str, int], str] = {}
+    for i, dev in enumerate(cfg.devices):
+        if dev.id in device_ids:
+            problems.append(
+                (("devices", i, "id"), f"duplicate device id {dev.id!r} (also devices[{device_ids[dev.id]}])")
+            )
+        device_ids.setdefault(dev.id, i)
+        if dev.room not in room_ids:
+            known = ", ".join(sorted(room_ids)) or "none defined"
+            problems.append((("devices", i, "room"), f"unknown room {dev.room!r} (rooms: {known})"))
+        metrics: set[str] = set()
+        for j, point in enumerate(dev.points):
+            if point.metric in metrics:
+                problems.append(
+                    (("devices", i, "points", j, "metric"), f"metric {point.metric!r} appears twice")
+                )
+            metrics.add(point.metric)
+        if isinstance(dev, ModbusDevice):
+            conn = dev.modbus
+            for j, point in enumerate(dev.points):
+                space = "bits" if point.table in ("coil", "discrete") else "registers"
+                for k in range(point.count):
+                    key = (conn.bus, conn.unit, point.table, point.address + k)
+                    other = registers.get(key)
+                    if other is not None:
+                        problems.append(
+                            (
+                                ("devices", i, "points", j, "address"),
+                                f"{point.table} {space} {point.address + k} of {conn.describe} is already read by {other}",
+                            )
+                        )
+                        break
+                    registers[key] = f"{dev.id}.{point.metric}"
+    problems.extend(_check_rules(cfg, room_ids))
+    return problems
+
+
+def _check_rules(cfg: Config, room_ids: set[str]) -> list[tuple[Loc, str]]:
+    """Site rules name an existing device or room that measures their metric; names are unique."""
+    problems: list[tuple[Loc, str]] = []
+    devices = {d.id: d for d in cfg.devices}
+    names: dict[str, int] = {}
+    for i, rule in enumerate(cfg.rules):
+        if rule.name in names:
+            problems.append(
+                (("rules", i, "name"), f"duplicate rule name {rule.name!r} (also rules[{names[rule.name]}])")
+            )
+        names.setdefault(rule.name, i)
+        derived = rule.metric in DERIVED_METRICS
+        if rule.device is not None:
+            dev = devices.get(rule.device)
+            if dev is None:
+                known = ", ".join(sorted(devices)) or "none defined"
+                problems.append(
+                    (("rules", i, "device"), f"unknown device {rule.device!r} (devices: {known})")
+                )
+                continue
+            if rule.room is not None and rule.room != dev.room:
+                problems.append(
+                    (("rules", i, "room"), f"device {dev.id!r} is in room {dev.room!r}, not {rule.room!r}")
+                )
+            measured = sorted(p.metric for p in dev.points)
+            if not derived and rule.metric not in measured:
+                problems.append(
+                    (
+                        ("rules", i, "metric"),
+                        f"device {dev.id!r} has no point {rule.metric!r} (it measures {', '.join(measured)})",
+                    )
+                )
+        elif rule.room is not None:
+            if rule.room not in room_ids:
+                known = ", ".join(sorted(room_ids)) or "none defined"
+                problems.append((("rules", i, "room"), f"unknown room {rule.room!r} (rooms: {known})"))
+                continue
+            if not derived and rule.metric not in cfg.room_metrics(rule.room):
+                problems.append(
+                    (("rules", i, "metric"), f"no device in room {rule.room!r} measures {rule.metric!r}")
+                )
+    return problems
