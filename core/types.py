@@ -41,6 +41,7 @@ class Reason(StrEnum):
     FAULT_CODE = "fault_code"  # a sensor fault sentinel such as 0x7FFF, 0xFFFF or -999
     BAD_TIME = "bad_time"  # the payload's timestamp cannot be read
     UNKNOWN_DEVICE = "unknown_device"  # a wildcard topic yielded no usable device id
+    TOO_MANY_DEVICES = "too_many_devices"  # a wildcard entry already stands for its max_devices
     READ_ERROR = "read_error"  # a Modbus read failed (exception reply or timeout)
 
 

@@ -135,6 +135,10 @@ class MqttSubscription(_Model):
     # With a wildcard topic, the topic level (0-based) whose value is the device id: one entry in
     # devices.yaml then stands for every device publishing there, all in the same room.
     device_id_segment: Annotated[int, Field(ge=0)] | None = None
+    # With device_id_segment: the most devices this entry stands for. A device id beyond it is rejected
+    # (too_many_devices, counted for this entry and logged), so a misbehaving gateway or a topic flood
+    # cannot grow Bafang's memory without bound.
+    max_devices: Annotated[int, Field(ge=1, le=100_000)] = 1000
     availability_topic: str | None = None
     payload_available: str = "online"
     payload_not_available: str = "offline"

@@ -58,6 +58,9 @@ class MqttBroker(_Model):
     # with 3.1.1 set Mosquitto's max_inflight_messages to the same. Beyond it Bafang stops reading from
     # the broker until a batch is stored, so a backlog waits in the broker, not in Bafang's memory.
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 1000
+    # A payload time (time_path) further ahead of our clock than this is rejected (bad_time), as is one
+    # older than storage.timeseries.retention_days: a sensor with a wrong clock never freezes a series.
+    max_clock_skew: Duration = 300.0
     tls: Tls | None = None
     # Subscribe through `$share/<group>/...` so several replicas share the load.
     shared_group: Identifier | None = None
@@ -78,6 +81,10 @@ class Timeseries(_Model):
     retention_days: Annotated[int, Field(ge=1, le=36500)] = 90  # raw readings; hourly min/mean/max forever
     flush_interval: Duration = 1.0
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # Readings accepted but not yet stored, at most (the store is slow or unavailable). Beyond it the
+    # oldest polled readings are dropped, counted per device and logged; MQTT messages are never
+    # dropped here: they stay with the broker (receive_maximum bounds what Bafang holds of them).
+    max_pending: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
 
 
 class Storage(_Model):

@@ -134,6 +134,8 @@ class MoldThresholds(_Overrides):
 
     max: Annotated[float, Field(gt=0)] | None = None
     clear_for: Duration | None = None
+    # Days above the germination isopleth after which germination is expected (risk factor 1).
+    days_to_germination: Annotated[float, Field(gt=0, le=3650)] | None = None
 
 
 class MonitoringThresholds(_Overrides):
