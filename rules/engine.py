@@ -199,7 +199,9 @@ class RulesEngine:
 
     def _rise(self, room: str) -> RateOfRise:
         window = self._rise_window.get(room, 300.0)
-        # Pairs at least a minute apart keep sensor noise out, unless the window itself is shorter.
+        # Spans of at least a minute keep sensor noise out (a 0.5 °C step reads ≤ 0.5 °C/min), unless
+        # the window itself is shorter. RateOfRise interpolates between readings, so jittered stamps and
+        # irregular reports still give a span of exactly min_span (rules/windows.py).
         return RateOfRise(window=window, min_span=min(60.0, window))
 
     def window_series(self) -> list[tuple[str, str, str]]:
