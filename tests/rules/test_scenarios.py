@@ -10,15 +10,19 @@ on SQLite in tmp_path, with a ManualClock moved to each instant of the timeline.
 does what the service does: the readings of that instant are one stored batch, evaluated for the rooms
 they touch (``RulesEngine.on_readings``); a ``tick`` evaluates every room (the runtime's periodic tick).
 Readings pass through ``core.validate`` first, as the pipeline would: a rejected value never reaches the
-rules. Finally every alert's recorded history must match the transitions the engine reported.
+rules. Readings may carry field timing (``jitter:``, ``every: 7s..13s``, seeded per folder and entry), and
+expected instants are then matched to the second or ``within:`` a tolerance. Finally every alert's
+recorded history must match the transitions the engine reported.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,21 @@ REQUIRED = ("at", "protection", "rule", "device", "to_state", "severity")
 OPTIONAL = ("room", "from_state", "message", "value")
 # Keys of a timeline entry that are not metrics.
 ENTRY_KEYS = frozenset(
-    {"at", "until", "every", "device", "status", "tick", "ack", "resolve", "by", "comment", "reason", "room"}
+    {
+        "at",
+        "until",
+        "every",
+        "jitter",
+        "device",
+        "status",
+        "tick",
+        "ack",
+        "resolve",
+        "by",
+        "comment",
+        "reason",
+        "room",
+    }
 )
 
 
@@ -109,25 +127,62 @@ class Instant:
     actions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _times(entry: dict[str, Any], tz: zoneinfo.ZoneInfo, where: str) -> list[float]:
-    start = parse_at(entry.get("at"), tz, where)
-    if "until" not in entry and "every" not in entry:
-        return [start]
-    if "until" not in entry or "every" not in entry:
-        raise ScenarioError(f"{where}: a repeated entry needs both every: and until:")
+def _duration(value: Any, where: str, key: str) -> float:
     try:
-        every = parse_duration(entry["every"])
+        return parse_duration(value)
     except ValueError as exc:
-        raise ScenarioError(f"{where}: every: {exc}") from None
-    until = parse_at(entry["until"], tz, where)
-    if until <= start:
-        raise ScenarioError(f"{where}: until: must be after at:")
-    n = 0
-    out = []
-    while start + n * every < until - 1e-9:  # until is exclusive, so repeated entries chain end to start
-        out.append(start + n * every)
-        n += 1
-    return out
+        raise ScenarioError(f"{where}: {key}: {exc}") from None
+
+
+def _every(value: Any, where: str) -> tuple[float, float]:
+    """``every:`` as (shortest, longest) interval: ``30s`` is (30, 30), ``7s..13s`` a range."""
+    if isinstance(value, str) and ".." in value:
+        lo, _, hi = value.partition("..")
+        shortest, longest = _duration(lo.strip(), where, "every"), _duration(hi.strip(), where, "every")
+        if shortest > longest:
+            raise ScenarioError(f"{where}: every: {value!r}: the shortest interval comes first")
+        return shortest, longest
+    every = _duration(value, where, "every")
+    return every, every
+
+
+def _times(entry: dict[str, Any], tz: zoneinfo.ZoneInfo, where: str, seed: str) -> list[tuple[float, float]]:
+    """The entry's instants as (nominal, actual): actual = nominal moved by ``jitter:`` (if any).
+
+    An interval range (``every: 7s..13s``) draws each gap uniformly; ``jitter: 50ms`` moves each
+    instant by a uniform offset in ±50 ms. Both are whole milliseconds, drawn from a generator seeded
+    with ``seed`` (folder and entry index), so a scenario replays the same times on every run.
+    """
+    start = parse_at(entry.get("at"), tz, where)
+    rng = random.Random(seed)
+    jitter = _duration(entry["jitter"], where, "jitter") if "jitter" in entry else 0.0
+    if "until" not in entry and "every" not in entry:
+        nominal = [start]
+    elif "until" not in entry or "every" not in entry:
+        raise ScenarioError(f"{where}: a repeated entry needs both every: and until:")
+    else:
+        shortest, longest = _every(entry["every"], where)
+        if jitter and 2 * jitter >= shortest:
+            raise ScenarioError(
+                f"{where}: jitter: must be under half the interval, so instants keep their order"
+            )
+        until = parse_at(entry["until"], tz, where)
+        if until <= start:
+            raise ScenarioError(f"{where}: until: must be after at:")
+        nominal = []
+        if shortest == longest:  # n × every, not a running sum: no rounding drift over a long entry
+            n = 0
+            while start + n * shortest < until - 1e-9:  # until is exclusive: repeated entries chain
+                nominal.append(start + n * shortest)
+                n += 1
+        else:
+            t = start
+            while t < until - 1e-9:
+                nominal.append(t)
+                t = round(t + max(0.001, round(rng.uniform(shortest, longest), 3)), 3)
+    if not jitter:
+        return [(t, t) for t in nominal]
+    return [(t, round(t + round(rng.uniform(-jitter, jitter), 3), 3)) for t in nominal]
 
 
 def _value(raw: Any, t: float, times: list[float], until: float | None, where: str) -> Any:
@@ -155,7 +210,7 @@ def _stored(point: ModbusPoint | MqttPoint, value: Any) -> float | None:
 
 
 def load_timeline(folder: Path, cfg: Config, tz: zoneinfo.ZoneInfo) -> dict[float, Instant]:
-    """timeline.yaml as instants in time order."""
+    """timeline.yaml as instants in time order (jittered and drawn times seeded from the folder's name)."""
     path = folder / "timeline.yaml"
     entries = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(entries, list) or not entries:
@@ -168,11 +223,18 @@ def load_timeline(folder: Path, cfg: Config, tz: zoneinfo.ZoneInfo) -> dict[floa
             raise ScenarioError(
                 f"{where}: expected a mapping such as {{at: ..., device: ..., humidity: ...}}"
             )
-        times = _times(entry, tz, where)
+        pairs = _times(entry, tz, where, f"{folder.name}:{i}")
+        times = [actual for _, actual in pairs]
         until = parse_at(entry["until"], tz, where) if "until" in entry else None
+        drawn = "jitter" in entry or (isinstance(entry.get("every"), str) and ".." in entry["every"])
         kinds = [k for k in ("tick", "status", "ack", "resolve") if k in entry]
         if len(kinds) > 1:
             raise ScenarioError(f"{where}: one of tick:, status:, ack:, resolve: per entry (got {kinds})")
+        if drawn and kinds:
+            raise ScenarioError(
+                f"{where}: jitter: and every: a..b are for readings; {kinds[0]}: keeps exact times"
+                " (a tick is the service's own timer)"
+            )
         if kinds and kinds[0] in ("ack", "resolve"):
             allowed = {"at", kinds[0], "by", "comment" if kinds[0] == "ack" else "reason", "room"}
             if set(entry) - allowed:
@@ -211,10 +273,12 @@ def load_timeline(folder: Path, cfg: Config, tz: zoneinfo.ZoneInfo) -> dict[floa
         metrics = [p for p in device.points if p.metric in entry]
         if not metrics:
             raise ScenarioError(f"{where}: no metric of {device.id} given")
-        for t in times:
+        nominals = [nominal for nominal, _ in pairs]
+        for nominal, t in pairs:  # the device's readings of one instant stay one batch
             batch = instants.setdefault(t, Instant()).readings
             for p in metrics:
-                value = _stored(p, _value(entry[p.metric], t, times, until, where))
+                # A ramp's value is the one read at the nominal instant; jitter moves only its stamp.
+                value = _stored(p, _value(entry[p.metric], nominal, nominals, until, where))
                 if value is not None:
                     batch.append(Reading(device.id, device.room, p.metric, value, p.resolved_unit, t))
     return dict(sorted(instants.items()))
@@ -226,7 +290,8 @@ def load_timeline(folder: Path, cfg: Config, tz: zoneinfo.ZoneInfo) -> dict[floa
 def _row(t: Transition, tz: zoneinfo.ZoneInfo, at: float) -> dict[str, Any]:
     a = t.alert
     return {
-        "at": show_at(at, tz),
+        "at": show_at(round(at), tz),  # to the second: a jittered instant is written as its nominal second
+        "instant": at,
         "protection": a.protection,
         "rule": a.rule,
         "device": a.device,
@@ -239,9 +304,20 @@ def _row(t: Transition, tz: zoneinfo.ZoneInfo, at: float) -> dict[str, Any]:
     }
 
 
-def _project(actual: dict[str, Any], expected: dict[str, Any] | None) -> dict[str, Any]:
-    """The actual transition reduced to the keys the expected one compares (message: a substring)."""
+def _project(
+    actual: dict[str, Any], expected: dict[str, Any] | None, tz: zoneinfo.ZoneInfo
+) -> dict[str, Any]:
+    """The actual transition reduced to the keys the expected one compares (message: a substring).
+
+    ``at`` is the actual instant rounded to the second; with ``within: 10s`` the expected ``at`` matches
+    any actual instant at most that far from it.
+    """
     out = {k: actual[k] for k in REQUIRED}
+    if expected is not None and "within" in expected:
+        tolerance = parse_duration(expected["within"])
+        if abs(actual["instant"] - parse_at(expected["at"], tz, "expected.yaml")) <= tolerance:
+            out["at"] = expected["at"]
+        out["within"] = expected["within"]
     for k in OPTIONAL:
         if expected is not None and k in expected:
             out[k] = actual[k]
@@ -252,9 +328,11 @@ def _project(actual: dict[str, Any], expected: dict[str, Any] | None) -> dict[st
 
 def _normalise(expected: dict[str, Any], tz: zoneinfo.ZoneInfo, where: str) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in expected]
-    unknown = set(expected) - set(REQUIRED) - set(OPTIONAL)
+    unknown = set(expected) - set(REQUIRED) - set(OPTIONAL) - {"within"}
     if missing or unknown:
         raise ScenarioError(f"{where}: missing {missing} / unknown {sorted(unknown)}")
+    if "within" in expected:
+        _duration(expected["within"], where, "within")
     return {**expected, "at": show_at(parse_at(expected["at"], tz, where), tz)}
 
 
@@ -302,16 +380,21 @@ def test_scenario(folder: Path, db: Engine) -> None:
         _normalise(e, tz, f"expected.yaml transitions[{i}]")
         for i, e in enumerate(expected_doc.get("transitions") or [])
     ]
-    end = max(timeline)
-    snapshots = {
-        (end if s["at"] == "end" else parse_at(s["at"], tz, "expected.yaml protections")): s
-        for s in expected_doc.get("protections") or []
-    }
-    for at in snapshots:
-        if at not in timeline:
+    # A snapshot names an instant to the second; it is taken after the last instant of that second
+    # (a jittered reading at 10:00:00.031 and an exact tick at 10:00 are both "10:00").
+    last_of_second = {round(at): at for at in timeline}
+    snapshots: dict[float, dict[str, Any]] = {}
+    for snap in expected_doc.get("protections") or []:
+        second = (
+            round(max(timeline))
+            if snap["at"] == "end"
+            else parse_at(snap["at"], tz, "expected.yaml protections")
+        )
+        if second not in last_of_second:
             raise ScenarioError(
-                f"expected.yaml protections: {show_at(at, tz)} is not an instant of the timeline"
+                f"expected.yaml protections: {show_at(second, tz)} is not an instant of the timeline"
             )
+        snapshots[last_of_second[second]] = snap
 
     clock = ManualClock(min(timeline))
     book = AlertBook(db, clock=clock)
@@ -348,10 +431,10 @@ def test_scenario(folder: Path, db: Engine) -> None:
                 room: {p.protection: str(p.state) for p in rules.protections(room) if p.protection in states}
                 for room, states in want.items()
             }
-            got_states.append({"at": show_at(at, tz), **got})
-            want_states.append({"at": show_at(at, tz), **want})
+            got_states.append({"at": show_at(round(at), tz), **got})
+            want_states.append({"at": show_at(round(at), tz), **want})
 
-    projected = [_project(a, expected[i] if i < len(expected) else None) for i, a in enumerate(actual)]
+    projected = [_project(a, expected[i] if i < len(expected) else None, tz) for i, a in enumerate(actual)]
     assert projected == expected, f"{folder.name}: transitions differ; actual:\n{_dump(projected)}"
     assert got_states == want_states, f"{folder.name}: protection states differ"
     if "active" in expected_doc:
@@ -400,7 +483,7 @@ site: {timezone: Asia/Shanghai}
 rooms: [{id: r1, name: 一号库房}]
 devices:
   - {id: th-1, room: r1, modbus: {host: 10.0.0.1, unit: 1}, poll: 30s,
-     points: [{metric: humidity, address: 0, scale: 0.1}]}
+     points: [{metric: humidity, address: 0, scale: 0.1}, {metric: temperature, address: 1, scale: 0.1}]}
   - {id: door-1, room: r1, mqtt: {topic: a/door}, points: [{metric: door, map: {open: 1, closed: 0}}]}
 """
 
@@ -446,9 +529,107 @@ def test_repeats_end_before_until_ramps_and_maps(tmp_path: Path) -> None:
             "needs both every: and until:",
         ),
         ('- {at: "2026-01-05 10:00", device: th-1, status: asleep}', "'asleep' is not one of"),
+        (
+            '- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 1m, jitter: 50ms, tick: true}',
+            "tick: keeps exact times",
+        ),
+        (
+            '- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 50s..70s, tick: true}',
+            "tick: keeps exact times",
+        ),
+        (
+            '- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 10s, jitter: 5s, device: th-1,'
+            " humidity: 50}",
+            "jitter: must be under half the interval",
+        ),
+        (
+            '- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 13s..7s, device: th-1, humidity: 50}',
+            "the shortest interval comes first",
+        ),
+        ('- {at: "2026-01-05 10:00", jitter: soon, device: th-1, humidity: 50}', "jitter: 'soon' is not"),
     ],
 )
 def test_a_malformed_timeline_names_the_entry(tmp_path: Path, text: str, error: str) -> None:
     with pytest.raises(ScenarioError, match=r"timeline\.yaml\[0\]") as caught:
         _timeline(tmp_path, text)
     assert error in str(caught.value)
+
+
+TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
+TEN = dt.datetime(2026, 1, 5, 10, 0, tzinfo=TZ).timestamp()
+
+
+def test_jitter_moves_each_instant_but_keeps_its_batch_and_the_ticks_exact(tmp_path: Path) -> None:
+    text = """
+- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 10s, jitter: 50ms, device: th-1,
+   humidity: 50, temperature: {from: 20, to: 25}}
+- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 1m, tick: true}
+"""
+    timeline = _timeline(tmp_path, text)
+    polled = [(t, i) for t, i in timeline.items() if i.readings]
+    assert len(polled) == 360
+    offsets = []
+    for k, (t, instant) in enumerate(polled):
+        offset = t - (TEN + 10 * k)
+        assert abs(offset) <= 0.05 + 1e-9
+        assert round(offset, 3) == pytest.approx(offset, abs=1e-6)  # whole milliseconds
+        offsets.append(round(offset, 3))
+        # One batch per poll; the ramp is read at the poll's nominal instant (jitter moves its stamp).
+        assert [(r.metric, r.time) for r in instant.readings] == [("humidity", t), ("temperature", t)]
+        assert instant.readings[1].value == round(20 + 5 * 10 * k / 3600, 3)
+    assert len(set(offsets)) > 50 and min(offsets) < -0.04 and max(offsets) > 0.04
+    assert [t for t, i in timeline.items() if i.tick] == [TEN + 60 * k for k in range(60)]
+    assert _timeline(tmp_path, text) == timeline  # seeded: the same times on every run
+
+
+def test_an_interval_range_draws_every_gap(tmp_path: Path) -> None:
+    text = """
+- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 7s..13s, device: th-1, humidity: {from: 50, to: 56}}
+- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 7s..13s, device: door-1, door: closed}
+"""
+    timeline = _timeline(tmp_path, text)
+    seen = {
+        device: [(t, r.value) for t, i in timeline.items() for r in i.readings if r.device == device]
+        for device in ("th-1", "door-1")
+    }
+    for device, readings in seen.items():
+        times = [t for t, _ in readings]
+        gaps = [b - a for a, b in pairwise(times)]
+        assert times[0] == TEN and times[-1] < TEN + 3600, device
+        assert all(7 - 1e-6 <= g <= 13 + 1e-6 for g in gaps), device
+        assert min(gaps) < 8 and max(gaps) > 12 and 9.5 < sum(gaps) / len(gaps) < 10.5, device
+    assert all(v == round(50 + 6 * (t - TEN) / 3600, 3) for t, v in seen["th-1"])
+    # Seeded per entry: the second entry draws other gaps than the first.
+    assert [t for t, _ in seen["th-1"]][:5] != [t for t, _ in seen["door-1"]][:5]
+
+
+def _actual(at: float) -> dict[str, Any]:
+    return {
+        "at": show_at(round(at), TZ),
+        "instant": at,
+        "protection": "fire",
+        "rule": "temperature_rise",
+        "device": "th-1",
+        "to_state": "firing",
+        "severity": "warning",
+    }
+
+
+@pytest.mark.parametrize(
+    ("at", "within", "matches"),
+    [
+        ("2026-01-05 10:00:50", None, True),  # the jittered instant, rounded to the second
+        ("2026-01-05 10:00:51", None, False),
+        ("2026-01-05 10:00:45", "10s", True),
+        ("2026-01-05 10:01:00", "10s", True),
+        ("2026-01-05 10:00:40", "10s", False),  # 10.031 s off
+    ],
+)
+def test_an_expected_at_matches_to_the_second_or_within(at: str, within: str | None, matches: bool) -> None:
+    actual = _actual(TEN + 50.031)
+    expected = {k: v for k, v in _actual(0).items() if k not in ("at", "instant")}
+    expected["at"] = at
+    if within is not None:
+        expected["within"] = within
+    expected = _normalise(expected, TZ, "expected.yaml transitions[0]")
+    assert (_project(actual, expected, TZ) == expected) is matches
