@@ -146,12 +146,20 @@ def _every(value: Any, where: str) -> tuple[float, float]:
     return every, every
 
 
-def _times(entry: dict[str, Any], tz: zoneinfo.ZoneInfo, where: str, seed: str) -> list[tuple[float, float]]:
+def _times(
+    entry: dict[str, Any],
+    tz: zoneinfo.ZoneInfo,
+    where: str,
+    seed: str,
+    timers: dict[str, tuple[float, float]],
+) -> list[tuple[float, float]]:
     """The entry's instants as (nominal, actual): actual = nominal moved by ``jitter:`` (if any).
 
     An interval range (``every: 7s..13s``) draws each gap uniformly; ``jitter: 50ms`` moves each
     instant by a uniform offset in ±50 ms. Both are whole milliseconds, drawn from a generator seeded
     with ``seed`` (folder and entry index), so a scenario replays the same times on every run.
+    ``timers`` holds, per device, (until, next instant) of its last entry with a range: an entry that
+    starts at that ``until`` continues the device's timer, so chained entries keep their gaps in range.
     """
     start = parse_at(entry.get("at"), tz, where)
     rng = random.Random(seed)
@@ -176,23 +184,27 @@ def _times(entry: dict[str, Any], tz: zoneinfo.ZoneInfo, where: str, seed: str) 
                 nominal.append(start + n * shortest)
                 n += 1
         else:
-            t = start
+            device = str(entry.get("device"))
+            last_until, t = timers.get(device, (None, start))
+            if last_until != start:
+                t = start
             while t < until - 1e-9:
                 nominal.append(t)
                 t = round(t + max(0.001, round(rng.uniform(shortest, longest), 3)), 3)
+            timers[device] = (until, t)
     if not jitter:
         return [(t, t) for t in nominal]
     return [(t, round(t + round(rng.uniform(-jitter, jitter), 3), 3)) for t in nominal]
 
 
-def _value(raw: Any, t: float, times: list[float], until: float | None, where: str) -> Any:
+def _value(raw: Any, t: float, start: float, until: float | None, where: str) -> Any:
     """A metric's value at ``t``: a constant, or {from: a, to: b} ramping linearly over [at, until)."""
     if not isinstance(raw, dict):
         return raw
     if set(raw) != {"from", "to"} or until is None:
         raise ScenarioError(f"{where}: a ramp is written {{from: a, to: b}} on a repeated entry")
     a, b = float(raw["from"]), float(raw["to"])
-    return round(a + (b - a) * (t - times[0]) / (until - times[0]), 3)
+    return round(a + (b - a) * (t - start) / (until - start), 3)
 
 
 def _stored(point: ModbusPoint | MqttPoint, value: Any) -> float | None:
@@ -217,13 +229,14 @@ def load_timeline(folder: Path, cfg: Config, tz: zoneinfo.ZoneInfo) -> dict[floa
         raise ScenarioError(f"{path}: expected a list of entries")
     devices = {d.id: d for d in cfg.devices}
     instants: dict[float, Instant] = {}
+    timers: dict[str, tuple[float, float]] = {}  # device → (until, next instant) of its last range entry
     for i, entry in enumerate(entries):
         where = f"{path.name}[{i}]"
         if not isinstance(entry, dict):
             raise ScenarioError(
                 f"{where}: expected a mapping such as {{at: ..., device: ..., humidity: ...}}"
             )
-        pairs = _times(entry, tz, where, f"{folder.name}:{i}")
+        pairs = _times(entry, tz, where, f"{folder.name}:{i}", timers)
         times = [actual for _, actual in pairs]
         until = parse_at(entry["until"], tz, where) if "until" in entry else None
         drawn = "jitter" in entry or (isinstance(entry.get("every"), str) and ".." in entry["every"])
@@ -273,12 +286,12 @@ def load_timeline(folder: Path, cfg: Config, tz: zoneinfo.ZoneInfo) -> dict[floa
         metrics = [p for p in device.points if p.metric in entry]
         if not metrics:
             raise ScenarioError(f"{where}: no metric of {device.id} given")
-        nominals = [nominal for nominal, _ in pairs]
+        start = parse_at(entry["at"], tz, where)
         for nominal, t in pairs:  # the device's readings of one instant stay one batch
             batch = instants.setdefault(t, Instant()).readings
             for p in metrics:
                 # A ramp's value is the one read at the nominal instant; jitter moves only its stamp.
-                value = _stored(p, _value(entry[p.metric], nominal, nominals, until, where))
+                value = _stored(p, _value(entry[p.metric], nominal, start, until, where))
                 if value is not None:
                     batch.append(Reading(device.id, device.room, p.metric, value, p.resolved_unit, t))
     return dict(sorted(instants.items()))
@@ -582,9 +595,10 @@ def test_jitter_moves_each_instant_but_keeps_its_batch_and_the_ticks_exact(tmp_p
     assert _timeline(tmp_path, text) == timeline  # seeded: the same times on every run
 
 
-def test_an_interval_range_draws_every_gap(tmp_path: Path) -> None:
+def test_an_interval_range_draws_every_gap_and_a_chained_entry_continues_the_timer(tmp_path: Path) -> None:
     text = """
-- {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 7s..13s, device: th-1, humidity: {from: 50, to: 56}}
+- {at: "2026-01-05 10:00", until: "2026-01-05 10:30", every: 7s..13s, device: th-1, humidity: 50}
+- {at: "2026-01-05 10:30", until: "2026-01-05 11:00", every: 7s..13s, device: th-1, humidity: {from: 50, to: 53}}
 - {at: "2026-01-05 10:00", until: "2026-01-05 11:00", every: 7s..13s, device: door-1, door: closed}
 """
     timeline = _timeline(tmp_path, text)
@@ -596,10 +610,14 @@ def test_an_interval_range_draws_every_gap(tmp_path: Path) -> None:
         times = [t for t, _ in readings]
         gaps = [b - a for a, b in pairwise(times)]
         assert times[0] == TEN and times[-1] < TEN + 3600, device
+        # th-1's second entry starts where its first ended: the gap across 10:30 is drawn too.
         assert all(7 - 1e-6 <= g <= 13 + 1e-6 for g in gaps), device
         assert min(gaps) < 8 and max(gaps) > 12 and 9.5 < sum(gaps) / len(gaps) < 10.5, device
-    assert all(v == round(50 + 6 * (t - TEN) / 3600, 3) for t, v in seen["th-1"])
-    # Seeded per entry: the second entry draws other gaps than the first.
+    # The ramp runs from its entry's at (10:30), whenever the first report after it comes.
+    ramp = [(t, v) for t, v in seen["th-1"] if t >= TEN + 1800]
+    assert ramp[0][0] > TEN + 1800
+    assert all(v == round(50 + 3 * (t - TEN - 1800) / 1800, 3) for t, v in ramp)
+    # Seeded per entry: another entry draws other gaps.
     assert [t for t, _ in seen["th-1"]][:5] != [t for t, _ in seen["door-1"]][:5]
 
 
