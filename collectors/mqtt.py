@@ -13,6 +13,15 @@ with nothing to store (availability, topics no device owns, retained values we s
 at once. At most ``receive_maximum`` messages wait for their ack: MQTT 5 tells the broker so in
 CONNECT, and with either protocol the network thread stops reading the socket when the window is full
 (TCP back-pressure), so a backlog waits in the broker, not in our memory.
+
+What a topic flood or a sensor with a wrong clock can do is bounded: a wildcard entry stands for at
+most its ``max_devices`` device ids (the first heard, or those the runtime says were heard before), and
+a payload time further ahead than ``max_clock_skew`` or older than the retention is rejected
+(``bad_time``), so it can neither freeze a series as "latest" nor empty the rolling windows. Rejections
+are logged on the edges of a streak, never once per message.
+
+The paho client comes from ``client_factory`` (as Modbus clients do, collectors/modbus.py), so tests
+hand the collector a client of their own instead of reaching into paho's private attributes.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import math
 import re
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -50,7 +59,9 @@ _MISSING = object()
 _decode_json = json.JSONDecoder().decode
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # as core.config.Identifier
 _MAX_SESSION_EXPIRY = 0xFFFFFFFF  # MQTT 5: a four-byte integer; this value means "never expires"
-_TOPIC_CACHE_LIMIT = 10_000  # wildcard topics resolved to a route; bounded against topic floods
+_TOPIC_CACHE_LIMIT = 10_000  # wildcard topics resolved to a route, beyond the devices' own; bounds floods
+_CAP_LOG_INTERVAL = 3600.0  # seconds between the lines counting messages refused by a full wildcard entry
+_FAILURE_LOG_INTERVAL = 60.0  # seconds between tracebacks of a handler bug that recurs message after message
 # Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _EPOCH_MS_THRESHOLD = 1e11
 _WINDOW_POLL = 0.5  # seconds between checks of `stopping` while the in-flight window is full
@@ -69,6 +80,21 @@ class _Point:
     path: tuple[str, ...] | None  # a dotted path of two or more levels; None with key None = payload
 
 
+@dataclass(slots=True, eq=False)
+class _Members:
+    """The device ids one wildcard entry stands for: at most ``limit``, those heard first.
+
+    Every per-device structure of the collector (online state, streaks, resolved topics) holds only
+    ids admitted here, so they are bounded by the sum of the entries' max_devices.
+    """
+
+    entry: MqttDevice
+    limit: int
+    ids: set[str]
+    refused: int = 0  # messages from further ids since the last line logged about them
+    logged_at: float | None = None  # clock time of that line; None until the cap is first hit
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
     """A configured device's data topic, compiled for the per-message path."""
@@ -77,6 +103,7 @@ class _Route:
     filter: str
     levels: tuple[str, ...]
     segment: int | None  # topic level holding the device id (wildcard templates)
+    members: _Members | None  # with segment: the ids this entry stands for
     points: tuple[_Point, ...]
     time_path: tuple[str, ...] | None
     bare_text: bool  # every point takes the whole payload through a map: unquoted words are values
@@ -88,6 +115,7 @@ class _Availability:
     filter: str
     levels: tuple[str, ...]
     segment: int | None
+    members: _Members | None  # with segment: the same ids as the entry's data topic
     online: str
     offline: str
 
@@ -111,10 +139,74 @@ class _Ack:
         return f"<ack mid {self._mid} qos {self._qos}{' done' if self._done else ''}>"
 
 
-def _message_key(msg: paho.MQTTMessage) -> str:
-    """Identity of a message across redeliveries: the broker resends it with the same packet id."""
-    digest = hashlib.blake2b(bytes(msg._topic) + b"\0" + bytes(msg.payload), digest_size=8).hexdigest()
+def _message_key(msg: paho.MQTTMessage, topic: str) -> str:
+    """Identity of a message across redeliveries: the broker resends it with the same packet id.
+
+    The topic's UTF-8 bytes are the bytes on the wire (MQTT 3.1.1 §1.5.3, MQTT 5 §1.5.4), so the
+    key is the same as when the raw topic was hashed.
+    """
+    digest = hashlib.blake2b(topic.encode() + b"\0" + bytes(msg.payload), digest_size=8).hexdigest()
     return f"{msg.mid}:{digest}"
+
+
+def _topic_of(msg: paho.MQTTMessage) -> str:
+    """A message's topic for a log line, even when it is not UTF-8."""
+    try:
+        return msg.topic
+    except UnicodeDecodeError:
+        return "(a topic that is not UTF-8)"
+
+
+def _iso_utc(t: float) -> str:
+    """Epoch seconds as ISO 8601 in UTC, for details a person reads."""
+    try:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return f"{t:.0f} s after the epoch"
+
+
+def _duration(seconds: float) -> str:
+    """A limit in the unit a person thinks of it."""
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} days"
+    return f"{seconds:g} s"
+
+
+def default_client_factory(broker: MqttBroker, *, protocol: MQTTProtocolVersion, tls: bool) -> paho.Client:
+    """The paho client for a broker: MQTT 5 or 3.1.1 with a persistent session, manual acks, credentials, TLS.
+
+    ``MqttCollector`` calls its ``client_factory`` with these arguments and then sets its own callbacks,
+    reconnect backoff and manual acknowledgement on what it gets.
+    """
+    # manual_ack: paho sends no PUBACK after on_message; `_Ack` sends it once the sink has stored it.
+    if protocol == MQTTProtocolVersion.MQTTv5:
+        # The session outlives the connection through clean_start=False and an expiry, set at connect.
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=protocol, manual_ack=True
+        )
+    else:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=broker.client_id,
+            clean_session=False,
+            protocol=protocol,
+            manual_ack=True,
+        )
+    if broker.username is not None:
+        client.username_pw_set(
+            broker.username, broker.password.get_secret_value() if broker.password else None
+        )
+    if tls:
+        cfg = broker.tls
+        client.tls_set(
+            ca_certs=cfg.ca_file if cfg else None,
+            certfile=cfg.cert_file if cfg else None,
+            keyfile=cfg.key_file if cfg else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        if cfg is not None and cfg.insecure:
+            client.tls_insecure_set(True)
+    return client
 
 
 def _on_event_loop() -> bool:
@@ -190,11 +282,25 @@ class MqttCollector:
         host: str | None = None,
         port: int | None = None,
         timezone: str | None = None,
+        client_factory: Callable[..., paho.Client] | None = None,
+        max_clock_skew: float | None = None,
+        max_age: float | None = None,
+        known_devices: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
+        """Compile the devices' topics and build the paho client (nothing connects before ``start``).
+
+        ``client_factory(broker, protocol=..., tls=...)`` builds the paho client (default
+        ``default_client_factory``). A payload time more than ``max_clock_skew`` seconds ahead of the
+        clock (default ``broker.max_clock_skew``) or more than ``max_age`` seconds old (the retention;
+        None: no limit) is rejected as ``bad_time``. ``known_devices`` maps a wildcard entry's id to the
+        device ids it stood for before a restart: they keep their places within its ``max_devices``.
+        """
         self._broker = broker
         self._sink = sink
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._tz: tzinfo = ZoneInfo(timezone) if timezone else UTC
+        self._max_skew = broker.max_clock_skew if max_clock_skew is None else max_clock_skew
+        self._max_age_or_inf = math.inf if max_age is None else max_age  # one comparison per message
         self._host, self._port, self._tls = self._address(broker, host, port)
         # amqtt, the embedded broker, speaks MQTT 3.1.1 only.
         self._v5 = broker.protocol == "5" and broker.url != "embedded"
@@ -208,16 +314,23 @@ class MqttCollector:
         self._avail_exact: dict[str, _Availability] = {}
         self._avail_wild: list[_Availability] = []
         self._on_retain: dict[str, _Route | None] = {}  # device id → what a retained message may give
+        self._members: dict[str, _Members] = {}  # wildcard entry id → the device ids it stands for
         for device in devices:
             self._compile(device)
-        # topic → (route, device id); filled on the first message of a wildcard topic.
+        self._remember(known_devices or {})
+        # topic → (route, device id); filled on the first message of a wildcard topic from an admitted
+        # device. Room for every admitted device's topic, plus a margin for topics no device owns.
         self._resolved: dict[str, tuple[_Route, str] | None] = {}
+        self._cache_limit = _TOPIC_CACHE_LIMIT + sum(m.limit for m in self._members.values())
         # Devices whose online state we reported, to call sink.status only on edges.
         self._online: dict[str, bool] = {}
-        # (device, metric) → (reason, count) while values are being rejected: log once per streak.
+        # (device, metric) → [reason, count] while values are being rejected: log once per streak.
         self._streaks: dict[tuple[str, str | None], list[Any]] = {}
         # paho calls handle() from one thread; the lock covers the caches a caller on another thread may touch.
         self._lock = threading.Lock()
+        # A handler bug that recurs on every message: its traceback at most once a minute, with a count.
+        self._failures = 0
+        self._failure_logged_at = -math.inf
 
         # The in-flight window: messages handed to the sink whose ack has not come back. The condition
         # guards the count, the generation and `_stopping`; paho's thread waits on it when the window is full.
@@ -241,7 +354,7 @@ class MqttCollector:
         self._ever_connected = False
         self._stopping = False
         self._failing = False
-        self._client = self._make_client()
+        self._client = self._make_client(client_factory or default_client_factory)
 
     # -------------------------------------------------------------------------------------------
     # Set-up
@@ -273,11 +386,15 @@ class MqttCollector:
             )
             for p in device.points
         )
+        members: _Members | None = None
+        if sub.device_id_segment is not None:
+            members = self._members[device.id] = _Members(device, sub.max_devices, set())
         route = _Route(
             device=device,
             filter=sub.topic,
             levels=tuple(sub.topic.split("/")),
             segment=sub.device_id_segment,
+            members=members,
             points=points,
             time_path=_split_path(sub.time_path),
             bare_text=sub.time_path is None
@@ -305,6 +422,7 @@ class MqttCollector:
                 sub.availability_topic,
                 levels,
                 segment,
+                members if segment is not None else None,
                 sub.payload_available,
                 sub.payload_not_available,
             )
@@ -313,36 +431,30 @@ class MqttCollector:
             else:
                 self._avail_exact[sub.availability_topic] = avail
 
-    def _make_client(self) -> paho.Client:
-        b = self._broker
-        # manual_ack: paho sends no PUBACK after on_message; `_Ack` sends it once the sink has stored it.
-        if self._v5:
-            client = paho.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=b.client_id,
-                protocol=MQTTProtocolVersion.MQTTv5,
-                manual_ack=True,
-            )
-        else:
-            client = paho.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=b.client_id,
-                clean_session=False,
-                protocol=MQTTProtocolVersion.MQTTv311,
-                manual_ack=True,
-            )
-        if b.username is not None:
-            client.username_pw_set(b.username, b.password.get_secret_value() if b.password else None)
-        if self._tls:
-            tls = b.tls
-            client.tls_set(
-                ca_certs=tls.ca_file if tls else None,
-                certfile=tls.cert_file if tls else None,
-                keyfile=tls.key_file if tls else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            if tls is not None and tls.insecure:
-                client.tls_insecure_set(True)
+    def _remember(self, known: Mapping[str, Iterable[str]]) -> None:
+        """Give wildcard entries the device ids they stood for before: they keep their places."""
+        for entry_id, ids in known.items():
+            members = self._members.get(entry_id)
+            if members is None:
+                continue  # no longer a wildcard entry of this configuration: nothing to keep
+            valid = [i for i in dict.fromkeys(ids) if _DEVICE_ID.match(i)]
+            members.ids.update(valid[: members.limit])
+            if len(valid) > members.limit:
+                log.warning(
+                    "mqtt entry %s (%s): %d devices known from before, more than its max_devices %d; "
+                    "the first %d keep their places",
+                    entry_id,
+                    members.entry.mqtt.topic,
+                    len(valid),
+                    members.limit,
+                    members.limit,
+                )
+
+    def _make_client(self, factory: Callable[..., paho.Client]) -> paho.Client:
+        protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
+        client = factory(self._broker, protocol=protocol, tls=self._tls)
+        # Whatever the factory did: a message is acknowledged only once stored (`_Ack`), never by paho.
+        client.manual_ack_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -533,7 +645,7 @@ class MqttCollector:
             self.handle(msg)
         except Exception:
             # A bug here must not drop the connection: paho would re-raise into its loop.
-            log.exception("mqtt %s: message on %r not handled", self._where, msg._topic)
+            self._handler_failed("not handled", _topic_of(msg))
         if self._inflight >= self._max_inflight:
             self._wait_for_window()
 
@@ -582,11 +694,16 @@ class MqttCollector:
         """Decode one message and hand it to the sink with its ack, or acknowledge it at once."""
         qos = msg.qos
         try:
-            outcome = self._decode(msg)
-        except Exception:
-            # A routing bug: the message cannot be attributed to a device, like one for no device.
-            log.exception("mqtt %s: message on %r not routed", self._where, msg._topic)
-            outcome = None
+            topic = msg.topic
+        except UnicodeDecodeError:
+            outcome: _Outcome = None  # no device's topic is anything but UTF-8
+        else:
+            try:
+                outcome = self._decode(msg, topic)
+            except Exception:
+                # A routing bug: the message cannot be attributed to a device, like one for no device.
+                self._handler_failed("not routed", topic)
+                outcome = None
         if outcome is None:
             if qos:
                 self._client.ack(msg.mid, qos)
@@ -600,7 +717,7 @@ class MqttCollector:
             self._client.ack(msg.mid, qos)
             return
         if rejections:
-            key = _message_key(msg)
+            key = _message_key(msg, topic)
             rejections = [replace(r, key=key, redelivered=bool(msg.dup)) for r in rejections]
         with self._window_lock:
             self._inflight += 1
@@ -613,12 +730,20 @@ class MqttCollector:
             self._acked(ack, send=False)
             raise
 
-    def _decode(self, msg: paho.MQTTMessage) -> _Outcome:
+    def _handler_failed(self, what: str, topic: str) -> None:
+        """Log a bug met while handling a message: its traceback at most once a minute, with a count."""
+        self._failures += 1
+        now = self._clock.monotonic()
+        if now - self._failure_logged_at < _FAILURE_LOG_INTERVAL:
+            return
+        more = self._failures - 1
+        since = f" ({more} more failures since the last report)" if more else ""
+        log.exception("mqtt %s: message on %r %s%s", self._where, topic, what, since)
+        self._failures = 0
+        self._failure_logged_at = now
+
+    def _decode(self, msg: paho.MQTTMessage, topic: str) -> _Outcome:
         """What one message gives the sink; None when there is nothing to store (ack it at once)."""
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            return None
         route = self._exact.get(topic)
         if route is not None:
             device_id = route.device.id
@@ -634,23 +759,18 @@ class MqttCollector:
                 resolved = self._resolve(topic)
             if resolved is None:
                 # Availability, or a topic no device owns (a subscription an older config left in the session).
-                levels = topic.split("/")
-                for a in self._avail_wild:
-                    if _matches(a.levels, levels):
-                        device_id = levels[a.segment] if a.segment is not None else a.device.id
-                        self._availability(a, device_id, topic, msg.payload)
-                        break
-                return None
+                return self._wild_availability(topic, msg.payload)
             if isinstance(resolved, Rejection):
                 return [], [resolved]
             route, device_id = resolved
-        if msg.retain and self._filter_retained:
-            retained = self._on_retain[route.device.id]
-            if retained is None:
+        retained = msg.retain and self._filter_retained
+        if retained:
+            on_retain = self._on_retain[route.device.id]
+            if on_retain is None:
                 return None
-            route = retained
+            route = on_retain
         try:
-            return self._readings(route, device_id, topic, msg.payload)
+            return self._readings(route, device_id, topic, msg.payload, retained)
         except Exception as exc:
             # Whatever a payload does to the decoder, the message is accounted for and acknowledged.
             log.debug("mqtt %s: decoding %r failed", self._where, topic, exc_info=True)
@@ -658,35 +778,94 @@ class MqttCollector:
             return [], [self._reject(device_id, None, Reason.MALFORMED, detail, self._clock.now())]
 
     def _resolve(self, topic: str) -> tuple[_Route, str] | Rejection | None:
+        """The route and device id of a wildcard topic; a rejection when its device id is not taken."""
         levels = topic.split("/")
         found: tuple[_Route, str] | None = None
         for route in self._wild:
             if _matches(route.levels, levels):
-                if route.segment is None:
+                if route.segment is None or route.members is None:
                     found = (route, route.device.id)
                 else:
-                    device_id = levels[route.segment]
-                    if not _DEVICE_ID.match(device_id):
-                        detail = f"topic {topic!r} level {route.segment} is not a device id ({device_id!r})"
-                        # not cached: each such message is counted
-                        return self._reject(
-                            route.device.id, None, Reason.UNKNOWN_DEVICE, detail, self._clock.now()
-                        )
-                    found = (route, device_id)
+                    # Not cached when refused: each such message is counted.
+                    refused = self._admit(route.members, levels[route.segment], topic, route.segment)
+                    if refused is not None:
+                        return refused
+                    found = (route, levels[route.segment])
                 break
         if found is None and any(_matches(a.levels, levels) for a in self._avail_wild):
             return None
         with self._lock:
-            if len(self._resolved) >= _TOPIC_CACHE_LIMIT:
+            if len(self._resolved) >= self._cache_limit:
                 self._resolved.clear()
             self._resolved[topic] = found
         return found
 
-    def _readings(
-        self, route: _Route, device_id: str, topic: str, payload: bytes | bytearray
-    ) -> tuple[list[Reading], list[Rejection] | None]:
+    def _admit(self, members: _Members, device_id: str, topic: str, segment: int) -> Rejection | None:
+        """None when the entry stands for this device id (now or from before); else the rejection."""
+        if device_id in members.ids:
+            return None
+        entry = members.entry
+        if not _DEVICE_ID.match(device_id):
+            detail = f"topic {topic!r} level {segment} is not a device id ({device_id!r})"
+            return self._reject(entry.id, None, Reason.UNKNOWN_DEVICE, detail, self._clock.now())
+        with self._lock:
+            if len(members.ids) < members.limit:
+                members.ids.add(device_id)
+                return None
+            members.refused += 1
         now = self._clock.now()
-        if self._online.get(device_id) is not True:
+        if members.logged_at is None:
+            log.warning(
+                "mqtt entry %s (%s): %d devices, the max_devices; further device ids are rejected: %r",
+                entry.id,
+                entry.mqtt.topic,
+                members.limit,
+                device_id,
+            )
+            members.refused = 0
+            members.logged_at = now
+        elif now - members.logged_at >= _CAP_LOG_INTERVAL:
+            log.warning(
+                "mqtt entry %s (%s): %d more messages from device ids beyond its %d devices (max_devices) "
+                "rejected since %s, the latest from %r",
+                entry.id,
+                entry.mqtt.topic,
+                members.refused,
+                members.limit,
+                _iso_utc(members.logged_at),
+                device_id,
+            )
+            members.refused = 0
+            members.logged_at = now
+        detail = (
+            f"{topic}: device id {device_id!r} refused: entry {entry.id} already stands for "
+            f"{members.limit} devices (max_devices)"
+        )
+        # Counted against the entry, as an unknown device is; never streak-logged (the lines above are).
+        return Rejection(entry.id, None, Reason.TOO_MANY_DEVICES, detail, now)
+
+    def _wild_availability(self, topic: str, payload: bytes | bytearray) -> _Outcome:
+        """Handle a topic that no data route owns: a wildcard availability topic, or nothing."""
+        levels = topic.split("/")
+        for a in self._avail_wild:
+            if _matches(a.levels, levels):
+                if a.segment is None or a.members is None:
+                    device_id = a.device.id
+                else:
+                    device_id = levels[a.segment]
+                    refused = self._admit(a.members, device_id, topic, a.segment)
+                    if refused is not None:
+                        return [], [refused]
+                self._availability(a, device_id, topic, payload)
+                break
+        return None
+
+    def _readings(
+        self, route: _Route, device_id: str, topic: str, payload: bytes | bytearray, retained: bool
+    ) -> _Outcome:
+        now = self._clock.now()
+        # A retained message proves the device was alive once, not now: online only if it gives readings.
+        if not retained and self._online.get(device_id) is not True:
             self._set_online(device_id, True, None, now)
         data: object
         try:
@@ -698,8 +877,6 @@ class MqttCollector:
                 return [], [self._reject(device_id, None, Reason.MALFORMED, detail, now)]
             # Many contact sensors publish bare words (open, ON); the point's map decides.
             data = bytes(payload).decode("utf-8", "replace").strip()
-        if self._streaks:
-            self._recovered(device_id, None)
         t = now
         if route.time_path is not None:
             raw_t = _dig(data, route.time_path)
@@ -707,11 +884,18 @@ class MqttCollector:
             if parsed is None:
                 field = ".".join(route.time_path)
                 what = "missing" if raw_t is _MISSING else f"unreadable ({_short(raw_t)})"
-                detail = f"{topic}: time {field} {what}"
-                return [], [
-                    self._reject(device_id, p.metric, Reason.BAD_TIME, detail, now) for p in route.points
-                ]
+                return [], self._reject_points(device_id, route, f"{topic}: time {field} {what}", now)
+            if parsed > now + self._max_skew or parsed < now - self._max_age_or_inf:
+                if retained and parsed < now:
+                    # Old news the broker kept (a sensor long dead), not a wrong clock: nothing to store.
+                    log.debug("mqtt %s: retained %r from %s skipped", self._where, topic, _iso_utc(parsed))
+                    return None
+                return [], self._reject_points(
+                    device_id, route, self._implausible(route, topic, parsed, now), now
+                )
             t = parsed
+        if self._streaks:
+            self._recovered(device_id, None)
         room = route.device.room
         obj: dict[str, object] | None = data if isinstance(data, dict) else None
         out: list[Reading] = []
@@ -741,7 +925,22 @@ class MqttCollector:
                 if rejected is None:
                     rejected = []
                 rejected.append(self._reject(device_id, p.metric, verdict[0], f"{topic}: {verdict[1]}", now))
+        if retained and out and self._online.get(device_id) is not True:
+            self._set_online(device_id, True, None, now)
         return out, rejected
+
+    def _implausible(self, route: _Route, topic: str, t: float, now: float) -> str:
+        """Why a payload time is outside [now − max_age, now + max_clock_skew], for a person."""
+        field = ".".join(route.time_path or ())
+        if t > now + self._max_skew:
+            return (
+                f"{topic}: time {field} {_iso_utc(t)} is {t - now:.0f} s ahead of the clock ({_iso_utc(now)}), "
+                f"beyond max_clock_skew {_duration(self._max_skew)}"
+            )
+        return (
+            f"{topic}: time {field} {_iso_utc(t)} is older than the retention of "
+            f"{_duration(self._max_age_or_inf)} (before {_iso_utc(now - self._max_age_or_inf)})"
+        )
 
     def _availability(self, a: _Availability, device_id: str, topic: str, payload: bytes | bytearray) -> None:
         text = bytes(payload).decode("utf-8", "replace").strip()
@@ -769,6 +968,11 @@ class MqttCollector:
             log.warning("device %s (mqtt %s): %s", device_id, self._where, error)
         self._sink.status(device_id, status, error, now)
 
+    def _reject_points(self, device_id: str, route: _Route, detail: str, now: float) -> list[Rejection]:
+        """A bad time rejects every point of the message; logged once, as the message's streak."""
+        first = self._reject(device_id, None, Reason.BAD_TIME, detail, now)
+        return [replace(first, metric=p.metric) for p in route.points]
+
     def _reject(
         self, device_id: str, metric: str | None, reason: Reason, detail: str, now: float
     ) -> Rejection:
@@ -777,15 +981,22 @@ class MqttCollector:
         key = (device_id, metric)
         with self._lock:
             streak = self._streaks.get(key)
-            if streak is None or streak[0] != reason:
-                self._streaks[key] = [reason, 1]
-                first = True
-            else:
+            if streak is not None and streak[0] == reason:
                 streak[1] += 1
-                first = False
-        if first:
+                return rejection
+            self._streaks[key] = [reason, 1]
+        what = metric or "message"
+        if streak is None:
+            log.warning("device %s: %s rejected (%s): %s", device_id, what, reason.value, detail)
+        else:
             log.warning(
-                "device %s: %s rejected (%s): %s", device_id, metric or "message", reason.value, detail
+                "device %s: %s rejected (%s) after %d rejected (%s): %s",
+                device_id,
+                what,
+                reason.value,
+                streak[1],
+                streak[0].value,
+                detail,
             )
         return rejection
 
@@ -793,7 +1004,10 @@ class MqttCollector:
         with self._lock:
             streak = self._streaks.pop((device_id, metric), None)
         if streak is not None:
-            log.info(
+            # The start of the streak was logged: a streak of one (an isolated bad value) costs one
+            # line at INFO, a longer one a second line with its count.
+            log.log(
+                logging.INFO if streak[1] > 1 else logging.DEBUG,
                 "device %s: %s valid again after %d rejected (%s)",
                 device_id,
                 metric or "message",
