@@ -1,4 +1,5 @@
-"""Fixtures for the collector tests: a recording sink, pymodbus simulators on free ports, socat pty pairs."""
+"""Fixtures for the collector tests: a recording sink, pymodbus simulators on free ports, socat pty pairs,
+and MQTT collectors and publishers on the session's broker."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from collectors.mqtt import MqttCollector
 from collectors.sim_modbus import ModbusSimulator
-from core.config import ModbusDevice
+from core.config import ModbusDevice, MqttBroker, MqttDevice
 from core.types import DeviceStatus, Reading, Reason, Rejection
-from tests.conftest import _fallbacks
+from tests.collectors.mqtt_support import Publisher, Start
+from tests.conftest import MqttTestBroker, _fallbacks, wait_until
 
 SOCAT = shutil.which("socat")
 
@@ -140,3 +143,28 @@ def socat_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def publish(mosquitto: MqttTestBroker) -> Iterator[Publisher]:
+    """Publish to the session broker."""
+    pub = Publisher(mosquitto)
+    yield pub
+    pub.close()
+
+
+@pytest.fixture
+def start_collector() -> Iterator[Start]:
+    """Start collectors and wait until they are subscribed; stop them after the test."""
+    running: list[MqttCollector] = []
+
+    def start(broker: MqttBroker, devices: Sequence[MqttDevice], sink: Any, **kw: Any) -> MqttCollector:
+        collector = MqttCollector(broker, devices, sink, **kw)
+        collector.start()
+        running.append(collector)
+        wait_until(lambda: collector.connected, 10.0, "the collector to connect and subscribe")
+        return collector
+
+    yield start
+    for collector in running:
+        collector.stop()

@@ -3,175 +3,35 @@ acknowledgement only once stored, and the in-flight window."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collectors.mqtt import MqttCollector, parse_time
+from collectors.mqtt import MqttCollector, default_client_factory, parse_time
 from core.clock import ManualClock
-from core.config import MqttBroker, MqttDevice
+from core.config import MqttBroker
 from core.types import Ack, DeviceStatus, Reading, Reason, Rejection
+from tests.collectors.mqtt_support import (
+    ClientFactory,
+    Publisher,
+    RecordingSink,
+    Start,
+    broker_config,
+    deliver,
+    device,
+    message,
+    offline_collector,
+    unique,
+)
 from tests.conftest import Mosquitto, MqttTestBroker, wait_until
-
-_ids = itertools.count()
-
-
-class RecordingSink:
-    """A thread-safe sink that keeps everything it is given.
-
-    It acknowledges each submit at once, or with ``hold=True`` keeps the acks until ``release()``
-    (called from the test's thread, as the pipeline calls them from its event loop's).
-    """
-
-    def __init__(self, *, hold: bool = False) -> None:
-        self._lock = threading.Lock()
-        self.hold = hold
-        self.readings: list[Reading] = []
-        self.rejections: list[Rejection] = []
-        self.statuses: list[tuple[str, DeviceStatus, str | None]] = []
-        self.submits = 0
-        self.acks: list[Ack | None] = []  # one per submit, in order
-        self.pending: list[Ack] = []
-
-    def submit(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
-    ) -> None:
-        with self._lock:
-            self.readings.extend(readings)
-            self.rejections.extend(rejections)
-            self.submits += 1
-            self.acks.append(ack)
-            if ack is not None and self.hold:
-                self.pending.append(ack)
-                return
-        if ack is not None:
-            ack()
-
-    def release(self) -> int:
-        """Call the held acks; how many."""
-        with self._lock:
-            pending, self.pending = self.pending, []
-        for ack in pending:
-            ack()
-        return len(pending)
-
-    def reject(self, rejection: Rejection) -> None:
-        with self._lock:
-            self.rejections.append(rejection)
-
-    def status(self, device: str, status: DeviceStatus, error: str | None, time: float) -> None:
-        with self._lock:
-            self.statuses.append((device, status, error))
-
-    def values(self, device: str | None = None) -> list[tuple[str, str, float]]:
-        with self._lock:
-            return [
-                (r.device, r.metric, r.value) for r in self.readings if device is None or r.device == device
-            ]
-
-    def reasons(self) -> list[tuple[str, str | None, Reason]]:
-        with self._lock:
-            return [(r.device, r.metric, r.reason) for r in self.rejections]
-
-
-def unique(prefix: str) -> str:
-    """A name no other test uses on the shared broker."""
-    return f"{prefix}-{next(_ids)}-{threading.get_ident() % 10000}"
-
-
-def device(spec: dict[str, Any]) -> MqttDevice:
-    """An MqttDevice from a devices.yaml-like dict (room r1)."""
-    return MqttDevice.model_validate({"room": "r1", **spec})
-
-
-def broker_config(broker: MqttTestBroker, **options: Any) -> MqttBroker:
-    """The devices.yaml `mqtt:` section pointing at a test broker."""
-    scheme = "mqtts" if options.get("tls") else "mqtt"
-    options.setdefault("client_id", unique("bafang"))
-    if broker.kind == "amqtt":
-        if options.get("protocol") == "5":
-            pytest.skip("the embedded amqtt broker speaks MQTT 3.1.1 only")
-        options["protocol"] = "3.1.1"
-    return MqttBroker.model_validate({"url": f"{scheme}://{broker.host}:{broker.port}", **options})
-
-
-class Publisher:
-    """A paho client that publishes at QoS 1 and waits for the broker's PUBACK."""
-
-    def __init__(self, broker: MqttTestBroker) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("pub"))
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-
-    def __call__(
-        self, topic: str, payload: bytes | str | float | dict[str, Any], retain: bool = False
-    ) -> None:
-        if isinstance(payload, dict):
-            payload = json.dumps(payload)
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(timeout=5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def publish(mosquitto: MqttTestBroker) -> Iterator[Publisher]:
-    """Publish to the session broker."""
-    pub = Publisher(mosquitto)
-    yield pub
-    pub.close()
-
-
-Start = Callable[..., MqttCollector]
-
-
-@pytest.fixture
-def start_collector() -> Iterator[Start]:
-    """Start collectors and wait until they are subscribed; stop them after the test."""
-    running: list[MqttCollector] = []
-
-    def start(
-        broker: MqttBroker, devices: Sequence[MqttDevice], sink: RecordingSink, **kw: Any
-    ) -> MqttCollector:
-        collector = MqttCollector(broker, devices, sink, **kw)
-        collector.start()
-        running.append(collector)
-        wait_until(lambda: collector.connected, 10.0, "the collector to connect and subscribe")
-        return collector
-
-    yield start
-    for collector in running:
-        collector.stop()
-
-
-def message(
-    topic: str | bytes, payload: bytes, *, qos: int = 0, mid: int = 0, retain: bool = False
-) -> paho.MQTTMessage:
-    """A real paho message, as the network thread would hand it over."""
-    msg = paho.MQTTMessage(mid=mid, topic=topic.encode() if isinstance(topic, str) else topic)
-    msg.payload = payload
-    msg.qos = qos
-    msg.retain = retain
-    return msg
-
-
-def queued_pubacks(collector: MqttCollector) -> list[int]:
-    """Packet ids of the PUBACKs paho has queued to send (an unconnected client keeps them queued)."""
-    out = collector._client._out_packet
-    return [int(p["mid"]) for p in out if p["command"] & 0xF0 == paho.PUBACK]
-
 
 # ---------------------------------------------------------------------------------------------
 # Readings arrive
@@ -529,6 +389,81 @@ def test_tls(
 
 
 # ---------------------------------------------------------------------------------------------
+# The client factory
+
+
+@pytest.mark.parametrize(
+    ("protocol", "url", "expected"),
+    [
+        ("3.1.1", "mqtt://broker.example:1883", MQTTProtocolVersion.MQTTv311),
+        ("5", "mqtt://broker.example:1883", MQTTProtocolVersion.MQTTv5),
+        ("5", "embedded", MQTTProtocolVersion.MQTTv311),  # amqtt speaks 3.1.1 only
+    ],
+)
+def test_the_factory_is_asked_for_the_protocol_and_the_collector_wires_its_client(
+    protocol: str, url: str, expected: MQTTProtocolVersion
+) -> None:
+    factory = ClientFactory()
+    cfg = MqttBroker.model_validate({"url": url, "protocol": protocol, "client_id": "bafang-f"})
+    host = "127.0.0.1" if url == "embedded" else None  # the embedded broker's address is given
+    MqttCollector(cfg, [], RecordingSink(), client_factory=factory, host=host, port=1 if host else None)
+    assert factory.calls == [("bafang-f", expected, False)]
+    client = factory.client
+    assert (
+        client.on_message is not None and client.on_connect is not None and client.on_disconnect is not None
+    )
+
+
+def test_an_mqtts_url_asks_the_factory_for_tls() -> None:
+    factory = ClientFactory()
+    MqttCollector(MqttBroker(url="mqtts://broker.example"), [], RecordingSink(), client_factory=factory)
+    assert [tls for _, _, tls in factory.calls] == [True]
+
+
+def test_default_client_factory_sets_protocol_and_credentials() -> None:
+    cfg = MqttBroker.model_validate(
+        {"url": "mqtt://broker.example", "username": "bafang", "password": "s3cret", "client_id": "bafang-d"}
+    )
+    v311 = default_client_factory(cfg, protocol=MQTTProtocolVersion.MQTTv311, tls=False)
+    assert (v311.protocol, v311.username, v311.password) == (MQTTProtocolVersion.MQTTv311, "bafang", "s3cret")
+    v5 = default_client_factory(cfg, protocol=MQTTProtocolVersion.MQTTv5, tls=False)
+    assert v5.protocol == MQTTProtocolVersion.MQTTv5
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_acks_wait_for_storage_whatever_client_the_factory_built(
+    mosquitto: MqttTestBroker, publish: Publisher, start_collector: Start, protocol: str
+) -> None:
+    """A factory that forgets manual_ack must not make paho acknowledge what was never stored."""
+    if mosquitto.kind == "amqtt":
+        pytest.skip("needs Mosquitto's session handling")
+    built: list[tuple[MQTTProtocolVersion, bool]] = []
+
+    def careless(broker: MqttBroker, *, protocol: MQTTProtocolVersion, tls: bool) -> paho.Client:
+        built.append((protocol, tls))
+        client = default_client_factory(broker, protocol=protocol, tls=tls)
+        client.manual_ack_set(False)  # paho would then ack every message as soon as on_message returns
+        return client
+
+    topic = unique("archive/r1/factory")
+    cfg = broker_config(mosquitto, protocol=protocol)
+    dev = device({"id": "th-f", "mqtt": {"topic": topic}, "points": TH})
+    held = RecordingSink(hold=True)
+    collector = start_collector(cfg, [dev], held, client_factory=careless)
+    publish(topic, {"t": 20.0, "rh": 50.0})
+    wait_until(lambda: held.submits == 1, what="the message")
+    collector.stop()  # never stored, so never acknowledged
+    assert [p for p, _ in built] == [
+        MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
+    ]
+
+    again = RecordingSink()
+    start_collector(cfg, [dev], again, client_factory=careless)
+    wait_until(lambda: again.submits == 1, what="the unacknowledged message delivered again")
+    assert again.values() == [("th-f", "temperature", 20.0), ("th-f", "humidity", 50.0)]
+
+
+# ---------------------------------------------------------------------------------------------
 # The handler alone, with real paho messages
 
 
@@ -536,7 +471,7 @@ def test_time_path_and_bad_time() -> None:
     clock = ManualClock(1_767_225_600.0)
     dev = device({"id": "th-x", "mqtt": {"topic": "a/th-x", "time_path": "ts"}, "points": TH})
     sink = RecordingSink()
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink, clock=clock)
+    collector, _ = offline_collector([dev], sink, clock=clock)
     collector.handle(message("a/th-x", b'{"t": 20, "rh": 50, "ts": "2026-01-01T08:00:00+08:00"}'))
     collector.handle(message("a/th-x", b'{"t": 20, "rh": 50, "ts": 1767225600123}'))
     collector.handle(message("a/th-x", b'{"t": 20, "rh": 50, "ts": "yesterday"}'))
@@ -552,7 +487,7 @@ def test_receive_time_comes_from_the_clock() -> None:
     clock = ManualClock(1_800_000_000.0)
     dev = device({"id": "th-c", "mqtt": {"topic": "a/th-c"}, "points": TH})
     sink = RecordingSink()
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink, clock=clock)
+    collector, _ = offline_collector([dev], sink, clock=clock)
     collector.handle(message("a/th-c", b'{"t": 20, "rh": 50}'))
     clock.advance(30)
     collector.handle(message("a/th-c", b'{"t": 20, "rh": 50}'))
@@ -592,21 +527,21 @@ def test_a_failing_sink_does_not_escape_the_callback(caplog: pytest.LogCaptureFi
             raise RuntimeError("sink down")
 
     dev = device({"id": "th-b", "mqtt": {"topic": "a/th-b"}, "points": TH})
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], Broken())
-    collector._on_message(collector._client, None, message("a/th-b", b'{"t": 20, "rh": 50}'))
+    collector, client = offline_collector([dev], Broken())
+    deliver(client, message("a/th-b", b'{"t": 20, "rh": 50}'))
     assert "sink down" in caplog.text
     # A QoS 1 message the sink did not take: its window slot is freed, but it is not acknowledged,
     # so the broker delivers it again on the next connection.
-    collector._on_message(collector._client, None, message("a/th-b", b'{"t": 20, "rh": 50}', qos=1, mid=9))
+    deliver(client, message("a/th-b", b'{"t": 20, "rh": 50}', qos=1, mid=9))
     assert collector.inflight == 0
-    assert queued_pubacks(collector) == []
+    assert client.acks == []
 
 
 def test_rejections_logged_once_per_streak(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="bafang.collectors.mqtt")
     dev = device({"id": "th-l", "mqtt": {"topic": "a/th-l"}, "points": TH})
     sink = RecordingSink()
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector, _ = offline_collector([dev], sink)
     for _ in range(5):
         collector.handle(message("a/th-l", b'{"t": 20, "rh": 120}'))
     collector.handle(message("a/th-l", b'{"t": 20, "rh": 50}'))
@@ -649,7 +584,7 @@ def test_retained_measurements_are_not_taken_as_current() -> None:
         device({"id": "door-old", "mqtt": {"topic": "a/door-old"}, "points": DOOR}),
         device({"id": "th-ts", "mqtt": {"topic": "a/th-ts", "time_path": "ts"}, "points": TH}),
     ]
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), devices, sink)
+    collector, _ = offline_collector(devices, sink)
     for topic, payload in [
         ("a/th-old", b'{"t": 20, "rh": 50}'),  # a dead sensor's last value: skipped
         ("a/door-old", b'{"contact": "open"}'),  # a contact's state still holds: kept
@@ -673,23 +608,23 @@ def test_retained_measurements_are_not_taken_as_current() -> None:
 def test_qos1_message_is_acked_when_the_sink_acks_and_only_once() -> None:
     dev = device({"id": "th-k", "mqtt": {"topic": "a/th-k"}, "points": TH})
     sink = RecordingSink(hold=True)
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector, client = offline_collector([dev], sink)
     collector.handle(message("a/th-k", b'{"t": 20, "rh": 50}', qos=1, mid=17))
     assert sink.values() == [("th-k", "temperature", 20.0), ("th-k", "humidity", 50.0)]
     assert collector.inflight == 1
-    assert queued_pubacks(collector) == []  # not before the sink says it is stored
+    assert client.acks == []  # not before the sink says it is stored
     ack = sink.acks[0]
     assert ack is not None
     ack()
     ack()  # a second call changes nothing
-    assert queued_pubacks(collector) == [17]
+    assert client.acks == [17]
     assert collector.inflight == 0
 
 
 def test_qos0_message_has_no_ack() -> None:
     dev = device({"id": "th-z", "mqtt": {"topic": "a/th-z"}, "points": TH})
     sink = RecordingSink(hold=True)
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector, _ = offline_collector([dev], sink)
     collector.handle(message("a/th-z", b'{"t": 20, "rh": 50}'))
     collector.handle(message("a/th-z", b"{"))
     assert sink.acks == [None, None]
@@ -700,7 +635,7 @@ def test_qos0_message_has_no_ack() -> None:
 def test_rejections_travel_with_their_message_and_its_key() -> None:
     dev = device({"id": "th-j", "mqtt": {"topic": "a/th-j"}, "points": TH})
     sink = RecordingSink(hold=True)
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector, client = offline_collector([dev], sink)
     collector.handle(message("a/th-j", b'{"t": 21, "rh": 120}', qos=1, mid=3))  # a reading and a rejection
     collector.handle(message("a/th-j", b'{"t": 21.', qos=1, mid=4))  # only a rejection
     collector.handle(message("a/th-j", b'{"t": 21.', qos=1, mid=5))  # the same payload, another message
@@ -716,25 +651,25 @@ def test_rejections_travel_with_their_message_and_its_key() -> None:
     assert all(a is not None for a in sink.acks) and len(sink.acks) == 4
     assert collector.inflight == 4
     assert sink.release() == 4
-    assert sorted(queued_pubacks(collector)) == [3, 4, 4, 5]
+    assert sorted(client.acks) == [3, 4, 4, 5]
 
 
 def test_a_payload_that_breaks_the_decoder_is_rejected_with_its_ack() -> None:
     dev = device({"id": "th-e", "mqtt": {"topic": "a/th-e"}, "points": TH})
     sink = RecordingSink(hold=True)
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector, client = offline_collector([dev], sink)
     deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON; the decoder gives up with RecursionError
     collector.handle(message("a/th-e", deep, qos=1, mid=8))
     assert sink.reasons() == [("th-e", None, Reason.MALFORMED)]
     assert sink.rejections[0].key is not None and sink.rejections[0].key.startswith("8:")
     assert sink.release() == 1
-    assert queued_pubacks(collector) == [8]
+    assert client.acks == [8]
 
 
 def test_an_integer_beyond_any_float_is_out_of_range_and_the_other_field_kept() -> None:
     dev = device({"id": "th-h", "mqtt": {"topic": "a/th-h"}, "points": TH})
     sink = RecordingSink(hold=True)
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector, _ = offline_collector([dev], sink)
     huge = b'{"t": 1' + b"0" * 400 + b', "rh": 50}'
     collector.handle(message("a/th-h", huge, qos=1, mid=9))
     assert [r.reason for r in sink.rejections] == [Reason.OUT_OF_RANGE]
@@ -748,14 +683,14 @@ def test_messages_with_nothing_to_store_are_acked_at_once() -> None:
                                         "availability_topic": "z/+/availability"}, "points": TH}),
     ]  # fmt: skip
     sink = RecordingSink(hold=True)
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), devices, sink)
+    collector, client = offline_collector(devices, sink)
     collector.handle(message("a/th-n/status", b"offline", qos=1, mid=1))  # availability
     collector.handle(message("z/th-9/availability", b"online", qos=1, mid=2))  # wildcard availability
     collector.handle(message("old/topic", b'{"t": 20}', qos=1, mid=3))  # no device (an old subscription)
     collector.handle(message("a/th-n", b'{"t": 20, "rh": 50}', qos=1, mid=4, retain=True))  # stale value
     collector.handle(message(b"a/\xff", b"1", qos=1, mid=5))  # a topic that is not UTF-8
     assert sink.submits == 0 and collector.inflight == 0
-    assert queued_pubacks(collector) == [1, 2, 3, 4, 5]
+    assert client.acks == [1, 2, 3, 4, 5]
     assert [s for _, s, _ in sink.statuses] == [DeviceStatus.OFFLINE, DeviceStatus.ONLINE]
 
 
@@ -763,18 +698,20 @@ def test_an_ack_from_before_a_reconnect_is_not_sent() -> None:
     """The broker delivers the message again on the new connection, with the same id and its own ack."""
     dev = device({"id": "th-g", "mqtt": {"topic": "a/th-g"}, "points": TH})
     sink = RecordingSink(hold=True)
-    collector = MqttCollector(MqttBroker(url="mqtt://127.0.0.1:1"), [dev], sink)
+    collector, client = offline_collector([dev], sink)
     collector.handle(message("a/th-g", b'{"t": 20, "rh": 50}', qos=1, mid=6))
     lost = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
-    collector._on_disconnect(collector._client, None, paho.DisconnectFlags(False), lost, None)
+    # What paho's network thread calls when the connection drops (the callback the collector set).
+    on_disconnect = cast(paho.CallbackOnDisconnect_v2, client.on_disconnect)
+    on_disconnect(client, None, paho.DisconnectFlags(False), lost, None)
     collector.handle(message("a/th-g", b'{"t": 20, "rh": 50}', qos=1, mid=6))  # the redelivery
     assert collector.inflight == 2
     stale, fresh = sink.acks
     assert stale is not None and fresh is not None
     stale()
-    assert queued_pubacks(collector) == [] and collector.inflight == 1
+    assert client.acks == [] and collector.inflight == 1
     fresh()
-    assert queued_pubacks(collector) == [6] and collector.inflight == 0
+    assert client.acks == [6] and collector.inflight == 0
 
 
 # ---------------------------------------------------------------------------------------------
