@@ -1,4 +1,8 @@
-"""create_app(context): the FastAPI application, its routers and the pages it serves."""
+"""create_app(services): the FastAPI application, its routers and the pages it serves.
+
+Every route is ``async def``: it runs on the event loop, the one thread that touches the rules engine's
+and the alert book's state; whatever waits for a database runs its query on a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.deps import AppContext, ContextDep
+from api.deps import Graph, PipelineDep
 from api.routers import alerts, devices, protections, readings
 from api.schemas import Health
 
@@ -19,19 +23,19 @@ def wall_dir() -> Path:
     return Path(str(resources.files("dashboards") / "wall"))
 
 
-def create_app(context: AppContext) -> FastAPI:
-    """The API over the given live services."""
+def create_app(services: Graph) -> FastAPI:
+    """The API over the given service graph (``app.state.services``; a reload replaces it)."""
     app = FastAPI(
         title="Bafang 八防",
         summary="Archive-room environment, security and dossier monitoring",
         version="0.1.0",
     )
-    app.state.context = context
+    app.state.services = services
 
     @app.get("/healthz", response_model=Health, tags=["health"])
-    def healthz(ctx: ContextDep) -> Health:
+    async def healthz(pipeline: PipelineDep) -> Health:
         """200 while the service runs."""
-        return Health(readings_pending=ctx.pipeline.pending, readings_stored=ctx.pipeline.stored)
+        return Health(readings_pending=pipeline.pending, readings_stored=pipeline.stored)
 
     app.include_router(devices.router)
     app.include_router(readings.router)
@@ -42,11 +46,11 @@ def create_app(context: AppContext) -> FastAPI:
     app.mount("/wall", StaticFiles(directory=static, html=True), name="wall")
 
     @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
+    async def root() -> RedirectResponse:
         return RedirectResponse("/wall/")
 
     @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> FileResponse:
+    async def favicon() -> FileResponse:
         return FileResponse(static / "favicon.svg", media_type="image/svg+xml")
 
     return app

@@ -1,9 +1,15 @@
-"""What the routers need, handed in by the runtime (no import-time globals)."""
+"""What the routers need: one ``Annotated`` dependency per service of the running graph.
+
+``create_app(services)`` keeps the graph on ``app.state.services`` (a reload swaps it); each alias below
+hands one service to a route. The graph is described here by what the API reads of it (``Graph``), so
+api/ does not depend on service/, which builds it (service/services.py ``Services``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Protocol
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, Request
 
@@ -15,22 +21,72 @@ from store.ingest import Pipeline
 from store.timeseries import ReadingStore
 
 
-@dataclass(frozen=True)
-class AppContext:
-    """The live services behind the API."""
+class Graph(Protocol):
+    """The services the API reads (service.services.Services provides them)."""
 
-    config: Config
-    pipeline: Pipeline
-    readings: ReadingStore
-    clock: Clock
-    rules: RulesEngine | None = None
-    alerts: AlertBook | None = None
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+    @property
+    def readings(self) -> ReadingStore: ...
+
+    @property
+    def book(self) -> AlertBook: ...
+
+    @property
+    def rules(self) -> RulesEngine: ...
 
 
-def get_context(request: Request) -> AppContext:
-    """The AppContext the app was created with."""
-    ctx: AppContext = request.app.state.context
-    return ctx
+def graph(request: Request) -> Graph:
+    """The service graph the app serves now."""
+    services: Graph = request.app.state.services
+    return services
 
 
-ContextDep = Annotated[AppContext, Depends(get_context)]
+def _config(request: Request) -> Config:
+    return graph(request).config
+
+
+def _clock(request: Request) -> Clock:
+    return graph(request).clock
+
+
+def _pipeline(request: Request) -> Pipeline:
+    return graph(request).pipeline
+
+
+def _readings(request: Request) -> ReadingStore:
+    return graph(request).readings
+
+
+def _book(request: Request) -> AlertBook:
+    return graph(request).book
+
+
+def _rules(request: Request) -> RulesEngine:
+    return graph(request).rules
+
+
+ConfigDep = Annotated[Config, Depends(_config)]
+ClockDep = Annotated[Clock, Depends(_clock)]
+PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
+ReadingsDep = Annotated[ReadingStore, Depends(_readings)]
+BookDep = Annotated[AlertBook, Depends(_book)]
+RulesDep = Annotated[RulesEngine, Depends(_rules)]
+
+
+def site_epoch(value: datetime, config: Config) -> float:
+    """A time given in a request as epoch seconds; without an offset it is the site's local time.
+
+    One rule everywhere: a time without an offset is read as people in the room read clocks, in the
+    site's time zone (site.timezone), as MQTT payload times are (collectors/mqtt.py).
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(config.site.timezone))
+    return value.timestamp()

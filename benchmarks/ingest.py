@@ -265,7 +265,12 @@ def register_collector(
 
     class Null:
         def submit(
-            self, readings: object, rejections: object = (), *, ack: Callable[[], None] | None = None
+            self,
+            readings: object,
+            rejections: object = (),
+            *,
+            ack: Callable[[], None] | None = None,
+            delivery: object = None,
         ) -> None:
             if ack is not None:
                 ack()

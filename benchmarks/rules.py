@@ -48,6 +48,7 @@ from rules.lifecycle import AlertBook
 from store.db import make_engine, migrate
 from store.ingest import DeviceInfo, Pipeline
 from store.sqlite import SqliteReadingStore
+from store.writer import RecordsWriter
 
 # (device prefix, poll seconds or None for report-on-change MQTT, {metric: normal value}).
 DEVICES: tuple[tuple[str, float | None, dict[str, float]], ...] = (
@@ -107,14 +108,16 @@ def polls(config: Config, rounds: int, start: float, step: float) -> list[list[R
 
 def device_infos(config: Config) -> list[DeviceInfo]:
     """What the pipeline is told about the configured devices."""
-    return [DeviceInfo(d.id, d.room, d.protocol, d.poll) for d in config.devices]
+    return [DeviceInfo(d.id, d.room, d.protocol, 3 * d.poll if d.poll else None) for d in config.devices]
 
 
 def new_rules(config: Config, workdir: Path, name: str, pipeline: Pipeline) -> tuple[RulesEngine, AlertBook]:
     """A rules engine over a fresh alert book, with the pipeline's device health (as the runtime wires it)."""
     db = make_engine(f"sqlite:///{workdir}/{name}.db")
     migrate(db)
-    book = AlertBook(db, clock=SystemClock())
+    writer = RecordsWriter(db)
+    writer.start()
+    book = AlertBook(db, writer, clock=SystemClock())
     book.load()
     rules = RulesEngine(
         config, book, bind_evaluators(config), clock=SystemClock(), offline=pipeline.unavailable

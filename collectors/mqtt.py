@@ -50,7 +50,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from core.clock import Clock, SystemClock
 from core.config import MqttBroker, MqttDevice, MqttPoint
 from core.metrics import METRICS
-from core.types import DeviceStatus, Reading, Reason, Rejection, Sink
+from core.types import Delivery, DeviceStatus, Reading, Reason, Rejection, Sink
 from core.validate import check_mqtt
 
 log = logging.getLogger("bafang.collectors.mqtt")
@@ -139,14 +139,12 @@ class _Ack:
         return f"<ack mid {self._mid} qos {self._qos}{' done' if self._done else ''}>"
 
 
-def _message_key(msg: paho.MQTTMessage, topic: str) -> str:
-    """Identity of a message across redeliveries: the broker resends it with the same packet id.
-
-    The topic's UTF-8 bytes are the bytes on the wire (MQTT 3.1.1 §1.5.3, MQTT 5 §1.5.4), so the
-    key is the same as when the raw topic was hashed.
-    """
-    digest = hashlib.blake2b(topic.encode() + b"\0" + bytes(msg.payload), digest_size=8).hexdigest()
-    return f"{msg.mid}:{digest}"
+def _delivery(msg: paho.MQTTMessage, topic: str) -> Delivery:
+    """Which message this is: the broker resends a message with its packet id (and DUP set), so the
+    id and a digest of the topic's UTF-8 bytes (the bytes on the wire, MQTT 3.1.1 §1.5.3, MQTT 5 §1.5.4)
+    and the payload recognise it (store/timeseries.py)."""
+    digest = hashlib.blake2b(topic.encode() + b"\0" + bytes(msg.payload), digest_size=8).digest()
+    return Delivery(msg.mid, int.from_bytes(digest, "big", signed=True), bool(msg.dup))
 
 
 def _topic_of(msg: paho.MQTTMessage) -> str:
@@ -317,13 +315,15 @@ class MqttCollector:
         self._members: dict[str, _Members] = {}  # wildcard entry id → the device ids it stands for
         for device in devices:
             self._compile(device)
-        self._remember(known_devices or {})
+        self.remember(known_devices or {})
         # topic → (route, device id); filled on the first message of a wildcard topic from an admitted
         # device. Room for every admitted device's topic, plus a margin for topics no device owns.
         self._resolved: dict[str, tuple[_Route, str] | None] = {}
         self._cache_limit = _TOPIC_CACHE_LIMIT + sum(m.limit for m in self._members.values())
         # Devices whose online state we reported, to call sink.status only on edges.
         self._online: dict[str, bool] = {}
+        # Device id → the millisecond its last arrival-stamped message was given (stamps never repeat).
+        self._stamps: dict[str, int] = {}
         # (device, metric) → [reason, count] while values are being rejected: log once per streak.
         self._streaks: dict[tuple[str, str | None], list[Any]] = {}
         # paho calls handle() from one thread; the lock covers the caches a caller on another thread may touch.
@@ -431,7 +431,7 @@ class MqttCollector:
             else:
                 self._avail_exact[sub.availability_topic] = avail
 
-    def _remember(self, known: Mapping[str, Iterable[str]]) -> None:
+    def remember(self, known: Mapping[str, Iterable[str]]) -> None:
         """Give wildcard entries the device ids they stood for before: they keep their places."""
         for entry_id, ids in known.items():
             members = self._members.get(entry_id)
@@ -491,6 +491,11 @@ class MqttCollector:
     def throttled(self) -> bool:
         """Whether the network thread is waiting for acks before it reads more from the broker."""
         return self._waiting
+
+    def set_address(self, host: str, port: int) -> None:
+        """Connect to this broker address instead (the embedded broker's port is known once it listens)."""
+        self._host, self._port = host, port
+        self._where = f"{self._broker.client_id}@{host}:{port}"
 
     def start(self) -> None:
         """Connect in the background; paho's thread reconnects with backoff for as long as we run."""
@@ -716,15 +721,12 @@ class MqttCollector:
         if not readings and not rejections:
             self._client.ack(msg.mid, qos)
             return
-        if rejections:
-            key = _message_key(msg, topic)
-            rejections = [replace(r, key=key, redelivered=bool(msg.dup)) for r in rejections]
         with self._window_lock:
             self._inflight += 1
             generation = self._generation
         ack = _Ack(self, msg.mid, qos, generation)
         try:
-            self._sink.submit(readings, rejections or (), ack=ack)
+            self._sink.submit(readings, rejections or (), ack=ack, delivery=_delivery(msg, topic))
         except Exception:
             # Not taken: free the slot but send no PUBACK; the broker delivers it again next connection.
             self._acked(ack, send=False)
@@ -877,8 +879,16 @@ class MqttCollector:
                 return [], [self._reject(device_id, None, Reason.MALFORMED, detail, now)]
             # Many contact sensors publish bare words (open, ON); the point's map decides.
             data = bytes(payload).decode("utf-8", "replace").strip()
-        t = now
-        if route.time_path is not None:
+        if route.time_path is None:
+            # Stamped on arrival: never two of one device's messages in one millisecond (a backlog
+            # drains hundreds a second), so that distinct messages stay distinct readings.
+            ms = round(now * 1000)
+            last = self._stamps.get(device_id)
+            if last is not None and ms <= last:
+                ms = last + 1
+            self._stamps[device_id] = ms
+            t = ms / 1000.0
+        else:
             raw_t = _dig(data, route.time_path)
             parsed = None if raw_t is _MISSING else parse_time(raw_t, self._tz)
             if parsed is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,7 @@ from rules.climate import (
     pi_rating,
     preservation_index,
 )
-from rules.lifecycle import Alert, AlertBook
+from rules.lifecycle import Alert, AlertBook, Transition
 from rules.model import Condition, ProtectionState, RoomView, SeriesView, Severity
 from rules.windows import RateOfRise, RollingMean, RollingMinMax
 
@@ -72,7 +71,10 @@ class _Series:
             self.rise.add(time, value)
 
     def view(self, now: float) -> SeriesView:
-        last = self.since if self.time is None else self.time
+        # Stale once silent for stale_after since its last reading *and* since it was first expected
+        # (the service's start, or when a wildcard device was first heard): a restart or a reload gives
+        # every device its full interval again, however old the stored readings it warmed up from.
+        last = self.since if self.time is None or self.time < self.since else self.time
         stale = self.stale_after is not None and now - last > self.stale_after
         return SeriesView(
             device=self.device,
@@ -109,17 +111,66 @@ class ProtectionStatus:
     since: float | None
 
 
-def _stale_after(config: Config) -> dict[tuple[str, str], float | None]:
-    out: dict[tuple[str, str], float | None] = {}
+@dataclass(frozen=True, slots=True)
+class StaleWindows:
+    """How long each series and device may stay silent before monitoring is lost.
+
+    A point's ``stale_after``, else the room's ``thresholds.monitoring.missed_intervals`` (default 3,
+    rules/protections/monitoring.py) times the device's ``poll``; None for a device that reports only on
+    change (no poll, no stale_after). Devices heard on a wildcard topic take their entry's points.
+    """
+
+    by_series: dict[tuple[str, str], float | None]
+    by_device: dict[str, float | None]
+    templates: dict[str, MqttDevice]  # room → its wildcard entry
+    missed: dict[str, int]  # room → missed intervals
+
+    def series(self, device: str, metric: str, room: str) -> float | None:
+        """The window of one (device, metric)."""
+        key = (device, metric)
+        if key in self.by_series:
+            return self.by_series[key]
+        tpl = self.templates.get(room)
+        if tpl is None:
+            return None
+        point = next((p for p in tpl.points if p.metric == metric), None)
+        if point is not None and point.stale_after is not None:
+            return point.stale_after
+        return self.missed.get(room, DEFAULT_MISSED) * tpl.poll if tpl.poll else None
+
+    def device(self, device: str) -> float | None:
+        """The window of a device as a whole (its collector health shows offline past it)."""
+        return self.by_device.get(device)
+
+
+DEFAULT_MISSED = 3
+
+
+def stale_windows(config: Config) -> StaleWindows:
+    """The silence allowed per series and per device by this configuration."""
+    from rules.protections import room_params
+
+    missed: dict[str, int] = {}
+    for room in config.rooms:
+        mon = room_params(config, room.id).get("monitoring")
+        missed[room.id] = int(getattr(mon, "missed_intervals", DEFAULT_MISSED))
+    by_series: dict[tuple[str, str], float | None] = {}
+    by_device: dict[str, float | None] = {}
+    templates: dict[str, MqttDevice] = {}
     for d in config.devices:
+        if isinstance(d, MqttDevice) and d.mqtt.device_id_segment is not None:
+            templates[d.room] = d
+            continue
+        n = missed.get(d.room, DEFAULT_MISSED)
+        by_device[d.id] = n * d.poll if d.poll is not None else None
         for p in d.points:
             if p.stale_after is not None:
-                out[(d.id, p.metric)] = p.stale_after
+                by_series[(d.id, p.metric)] = p.stale_after
             elif d.poll is not None:
-                out[(d.id, p.metric)] = 3 * d.poll
+                by_series[(d.id, p.metric)] = n * d.poll
             else:
-                out[(d.id, p.metric)] = None  # reports only on change: never stale by silence
-    return out
+                by_series[(d.id, p.metric)] = None  # reports only on change: never stale by silence
+    return StaleWindows(by_series, by_device, templates, missed)
 
 
 class RulesEngine:
@@ -144,26 +195,25 @@ class RulesEngine:
         # The fire pre-alarm's rate-of-rise window per room (rules/protections/fire.py, overridable).
         self._rise_window = {
             room: float(getattr(fire, "window", 300.0))
-            for room, ev in evaluators.items()
-            for pid, fire in [(p, getattr(e, "params", None)) for p, e in ev]
-            if pid == "fire" and fire is not None
+            for room in self._rooms
+            if (fire := _params_of(evaluators, room, "fire")) is not None
         }
-        self._stale_after = _stale_after(config)
-        self._templates = {
-            d.room: d
-            for d in config.devices
-            if isinstance(d, MqttDevice) and d.mqtt.device_id_segment is not None
-        }
+        self._stale = stale_windows(config)
+        self._started = self._clock.now()  # see begin(): nothing is stale before its interval from here
         self._series: dict[tuple[str, str], _Series] = {}
         self._by_room: dict[str, list[_Series]] = {r: [] for r in self._rooms}
-        self._climate: dict[str, _Climate] = {r: _Climate() for r in self._rooms}
+        self._climate: dict[str, _Climate] = {}
+        for r in self._rooms:
+            mold = _params_of(evaluators, r, "mold")
+            days = getattr(mold, "days_to_germination", None)
+            self._climate[r] = _Climate(mold=MoldRiskAccumulator(days) if days else MoldRiskAccumulator())
         self._unknown: dict[tuple[str, str], float] = {}  # (room, protection) → unknown since
         self._protections: dict[tuple[str, str], ProtectionStatus] = {}
         self.evaluations = 0
         self._eval_share = eval_share
         self._due: set[str] = set()  # rooms touched since the last evaluation
-        self._later: asyncio.TimerHandle | None = None
-        self._last_eval = 0.0  # monotonic end of the last batch evaluation, and what it cost
+        self._later: asyncio.Task[None] | None = None
+        self._last_eval = 0.0  # clock's monotonic end of the last batch evaluation, and what it cost
         self._last_cost = 0.0
         for d in config.devices:
             if isinstance(d, MqttDevice) and d.mqtt.device_id_segment is not None:
@@ -177,18 +227,12 @@ class RulesEngine:
         key = (device, metric)
         s = self._series.get(key)
         if s is None:
-            stale = self._stale_after.get(key)
-            if stale is None and key not in self._stale_after and room in self._templates:
-                tpl = self._templates[room]  # a device heard on a wildcard topic: its entry's points
-                point = next((p for p in tpl.points if p.metric == metric), None)
-                poll = tpl.poll
-                stale = point.stale_after if point and point.stale_after else (3 * poll if poll else None)
             s = _Series(
                 device,
                 metric,
                 room,
-                stale,
-                self._clock.now(),
+                self._stale.series(device, metric, room),
+                max(self._clock.now(), self._started),
                 minmax=RollingMinMax() if metric in SWING_METRICS else None,
                 mean=RollingMean() if metric in MEAN_METRICS else None,
                 rise=self._rise(room) if metric in RISE_METRICS else None,
@@ -196,6 +240,13 @@ class RulesEngine:
             self._series[key] = s
             self._by_room.setdefault(room, []).append(s)
         return s
+
+    def begin(self, now: float) -> None:
+        """The service starts (or reloads) now: every series gets its whole interval from here before
+        it counts as silent, whatever the time of the last stored reading it warms up from."""
+        self._started = now
+        for s in self._series.values():
+            s.since = max(s.since, now)
 
     def _rise(self, room: str) -> RateOfRise:
         window = self._rise_window.get(room, 300.0)
@@ -272,29 +323,33 @@ class RulesEngine:
         self._due.update(touched)
         if self._later is not None:
             return  # an evaluation is already scheduled and will take these rooms too
-        wait = self._last_eval + self._last_cost * (1 / self._eval_share - 1) - time.monotonic()
-        if wait <= 0:
+        until = self._last_eval + self._last_cost * (1 / self._eval_share - 1)
+        if until <= self._clock.monotonic():
             self._evaluate_due()
         else:
-            self._later = asyncio.get_running_loop().call_later(wait, self._evaluate_due)
+            self._later = asyncio.create_task(self._evaluate_later(until), name="bafang-rules-deferred")
+
+    async def _evaluate_later(self, until: float) -> None:
+        await self._clock.sleep(until - self._clock.monotonic())
+        self._later = None
+        self._evaluate_due()
 
     def evaluate_due(self) -> None:
         """Evaluate now the rooms whose batches wait for a deferred evaluation (at shutdown)."""
         if self._later is not None:
             self._later.cancel()
+            self._later = None
         if self._due:
             self._evaluate_due()
-        self._later = None
 
     def _evaluate_due(self) -> None:
-        self._later = None
         rooms, self._due = self._due, set()
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             self.evaluate(self._clock.now(), rooms)
         except Exception:
             log.exception("rules evaluation failed")
-        self._last_eval = time.monotonic()
+        self._last_eval = self._clock.monotonic()
         self._last_cost = self._last_eval - started
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -330,7 +385,7 @@ class RulesEngine:
             return True
         return bool(schedule.open_at(now, self._config.site.timezone))
 
-    def evaluate(self, now: float, rooms: Iterable[str] | None = None) -> list[Any]:
+    def evaluate(self, now: float, rooms: Iterable[str] | None = None) -> list[Transition]:
         """Evaluate the protections of the given rooms (default all); the alert transitions."""
         offline = self._offline_of() if self._offline_of is not None else {}
         conditions: list[Condition] = []
@@ -341,12 +396,9 @@ class RulesEngine:
                 self.evaluations += 1
                 conditions.extend(found)
                 self._note_unknown(room_id, protection, found, now)
-        transitions = list(self._book.observe(conditions, now))
-        for t in transitions:
-            log.info("alert %s", t)
-        return transitions
+        return self._book.observe(conditions, now)
 
-    def tick(self) -> list[Any]:
+    def tick(self) -> list[Transition]:
         """Evaluate every room now (holds elapse, rooms close, silent sensors are noticed)."""
         return self.evaluate(self._clock.now())
 
@@ -428,6 +480,14 @@ class RulesEngine:
         }
 
 
+def _params_of(evaluators: dict[str, list[tuple[str, Evaluator]]], room: str, protection: str) -> Any:
+    """The thresholds an evaluator of a room was bound to (None when the room does not show it)."""
+    for pid, evaluate in evaluators.get(room, ()):
+        if pid == protection:
+            return getattr(evaluate, "params", None)
+    return None
+
+
 def bind_evaluators(config: Config) -> dict[str, list[tuple[str, Evaluator]]]:
     """Per room, each shown protection's evaluate bound to the room's thresholds; site rules last."""
     from rules.protections import REGISTRY, room_params, site_rules
@@ -441,7 +501,7 @@ def bind_evaluators(config: Config) -> dict[str, list[tuple[str, Evaluator]]]:
             def evaluate(view: RoomView, now: float, m: Any = module, p: Any = params) -> list[Condition]:
                 return m.evaluate(view, p, now)  # type: ignore[no-any-return]
 
-            evaluate.params = params  # type: ignore[attr-defined]  # read by the engine (fire window)
+            evaluate.params = params  # type: ignore[attr-defined]  # read by the engine (_params_of)
             bound.append((pid, evaluate))
         own = config.rules_of(room.id)
         if own:

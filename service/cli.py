@@ -100,13 +100,13 @@ def run(
     port: PortOpt = 8000,
     log_level: LogOpt = "info",
 ) -> None:
-    """Run the service: poll Modbus, subscribe to MQTT, store readings, serve the API."""
+    """Run the service: poll Modbus, subscribe to MQTT, store readings, serve the API (SIGHUP reloads -c)."""
     _logging(log_level)
     cfg = _load(config)
     from service.serve import serve
 
     sock = bind(host, port)
-    asyncio.run(serve(cfg, sock))
+    asyncio.run(serve(cfg, sock, reload_from=config))
 
 
 @app.command()

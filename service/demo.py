@@ -17,8 +17,8 @@ from typing import Any
 from collectors.sim_modbus import start_demo
 from collectors.sim_mqtt import MqttSimulator, SimClimate, SimDoor, SimLeak
 from core.config import Config
-from service.runtime import Runtime
 from service.serve import serve, url_of
+from service.services import Services
 
 ROOMS = [
     {"id": "r1", "name": "一号库房", "kind": "paper"},
@@ -109,11 +109,11 @@ async def run_demo(sock: socket.socket, data_dir: Path | None = None) -> None:
         config = demo_config(modbus_devices, data_dir)
         publisher: list[MqttSimulator] = []
 
-        async def started(runtime: Runtime) -> None:
-            assert runtime.mqtt_port is not None
+        async def started(services: Services) -> None:
+            (broker,) = services.brokers  # the demo runs the embedded broker
             mqtt_sim = MqttSimulator(
                 "127.0.0.1",
-                runtime.mqtt_port,
+                broker.port,
                 [
                     SimDoor("archive/r1/door", "archive/r1/door/status"),
                     SimDoor("archive/r2/door"),
@@ -128,7 +128,7 @@ async def run_demo(sock: socket.socket, data_dir: Path | None = None) -> None:
             await asyncio.to_thread(mqtt_sim.start)
             publisher.append(mqtt_sim)
 
-        async def stopping(runtime: Runtime) -> None:
+        async def stopping(services: Services) -> None:
             for p in publisher:
                 await asyncio.to_thread(p.stop)
 

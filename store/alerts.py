@@ -11,6 +11,10 @@ so two observations racing on two connections (or two processes) never open two 
 Every write bumps ``version``; ``update_alert`` can require the version (or the states) it expects, so a
 writer that worked from a stale copy is told (it gets ``None``) instead of overwriting a newer change.
 
+Ids are reserved in blocks (``reserve_alert_ids``, the ``id_blocks`` table) before anything is written,
+so the lifecycle names an alert from the moment it opens even while the database is unreachable, and
+several processes never hand out the same id.
+
 Alerts do not reference rooms or devices by foreign key on purpose: an alert is history and must be
 recorded even for a room or a site rule the records tables do not (yet) know.
 """
@@ -145,13 +149,27 @@ class SilenceRecord(Base):
     created_at: Mapped[datetime]
 
 
+class IdBlockRecord(Base):
+    """The next free id of a table whose ids a process reserves in blocks before it writes (alerts)."""
+
+    __tablename__ = "id_blocks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_id: Mapped[int] = mapped_column(BigInteger)
+
+
 # ---------------------------------------------------------------------------------------------
 # Values the repository takes and returns (times are epoch seconds)
 
 
 @dataclass(frozen=True, slots=True)
-class StoredAlert:
-    """An alert row as stored."""
+class Alert:
+    """An alert: the stored row, and the shape every layer uses (the lifecycle, the API, notification).
+
+    Times are epoch seconds. ``message`` is the rule's sentence; the lifecycle adds how long it has
+    lasted when it shows an alert. ``id`` is reserved before the alert is written (reserve_alert_ids),
+    so an alert has its id from the moment it opens, whether or not the database answers yet.
+    """
 
     id: int
     fingerprint: str
@@ -176,23 +194,10 @@ class StoredAlert:
     updated_at: float
     version: int
 
-
-@dataclass(frozen=True, slots=True)
-class NewAlert:
-    """What opens an alert (or is merged into the open one with the same fingerprint)."""
-
-    fingerprint: str
-    protection: str
-    rule: str
-    room: str
-    device: str | None
-    severity: str
-    state: str  # pending, or firing when the rule has no hold
-    started_at: float
-    fired_at: float | None
-    value: float | None
-    threshold: float | None
-    message: str
+    @property
+    def is_open(self) -> bool:
+        """Pending, firing or acknowledged."""
+        return self.state in OPEN_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,8 +284,8 @@ def _epoch(value: datetime) -> float:
     return epoch
 
 
-def _stored(row: RowMapping) -> StoredAlert:
-    return StoredAlert(
+def _alert(row: RowMapping) -> Alert:
+    return Alert(
         id=row["id"],
         fingerprint=row["fingerprint"],
         protection=row["protection"],
@@ -353,17 +358,19 @@ def _add_event(session: Session, *, alert_id: int, at: float, event: NewEvent) -
 
 
 def upsert_open_alert(
-    session: Session, *, alert: NewAlert, at: float, actor: str = SYSTEM, note: str | None = None
-) -> tuple[StoredAlert, bool]:
-    """Open an alert, or merge into the open one of the same fingerprint; True when it was opened.
+    session: Session, *, alert: Alert, at: float, actor: str = SYSTEM, note: str | None = None
+) -> tuple[Alert, bool]:
+    """Open an alert (with its reserved id), or merge into the open one of the same fingerprint.
 
-    Atomic on both databases (INSERT ... ON CONFLICT on the partial unique index). A merge keeps the
-    earliest start, the worst value (with its threshold), the higher severity and the open alert's
-    state, and takes the latest message. Only an opening records an event (None → state).
+    Returns the stored alert and True when it was opened. Atomic on both databases (INSERT ... ON
+    CONFLICT on the partial unique index). A merge keeps the earliest start, the worst value (with its
+    threshold), the higher severity and the open alert's state and id, and takes the latest message.
+    Only an opening records an event (None → state).
     """
     if alert.state not in OPEN_STATES:
         raise ValueError(f"alert {alert.fingerprint}: cannot open in state {alert.state!r}")
     row = {
+        "id": alert.id,
         "fingerprint": alert.fingerprint,
         "protection": alert.protection,
         "rule": alert.rule,
@@ -404,7 +411,7 @@ def upsert_open_alert(
         },
     )
     result = session.execute(stmt.values(row).returning(*_A)).mappings().one()
-    stored = _stored(result)
+    stored = _alert(result)
     created = stored.version == 0
     if created:
         _add_event(session, alert_id=stored.id, at=at, event=NewEvent(None, stored.state, actor, note))
@@ -420,7 +427,7 @@ def update_alert(
     version: int | None = None,
     states: Collection[str] | None = None,
     event: NewEvent | None = None,
-) -> StoredAlert | None:
+) -> Alert | None:
     """Change an alert (times as epoch seconds) and record ``event``; None when it is not as expected.
 
     ``version`` and ``states``, when given, must match the stored row, else nothing is written and the
@@ -444,26 +451,41 @@ def update_alert(
         return None
     if event is not None:
         _add_event(session, alert_id=alert_id, at=at, event=event)
-    return _stored(result)
+    return _alert(result)
 
 
-def get_alert(session: Session, *, alert_id: int) -> StoredAlert | None:
+def reserve_alert_ids(session: Session, *, count: int) -> range:
+    """Reserve ``count`` alert ids for this process (atomic across processes, on SQLite and PostgreSQL)."""
+    if count < 1:
+        raise ValueError(f"reserve at least one id (got {count})")
+    table = cast(Table, IdBlockRecord.__table__)
+    stmt = (
+        update(table)
+        .where(table.c.name == "alerts")
+        .values(next_id=table.c.next_id + count)
+        .returning(table.c.next_id)
+    )
+    end = session.execute(stmt).scalar_one()
+    return range(end - count, end)
+
+
+def get_alert(session: Session, *, alert_id: int) -> Alert | None:
     """One alert by id, or None."""
     row = session.execute(select(*_A).where(_A.id == alert_id)).mappings().first()
-    return None if row is None else _stored(row)
+    return None if row is None else _alert(row)
 
 
-def get_open_alert(session: Session, *, fingerprint: str) -> StoredAlert | None:
+def get_open_alert(session: Session, *, fingerprint: str) -> Alert | None:
     """The open alert of a fingerprint, or None."""
     query = select(*_A).where(_A.fingerprint == fingerprint, _A.state.in_(OPEN_STATES))
     row = session.execute(query).mappings().first()
-    return None if row is None else _stored(row)
+    return None if row is None else _alert(row)
 
 
-def load_open_alerts(session: Session) -> list[StoredAlert]:
+def load_open_alerts(session: Session) -> list[Alert]:
     """Every open (pending, firing, acknowledged) alert, oldest first."""
     query = select(*_A).where(_A.state.in_(OPEN_STATES)).order_by(_A.started_at, _A.id)
-    return [_stored(r) for r in session.execute(query).mappings()]
+    return [_alert(r) for r in session.execute(query).mappings()]
 
 
 def find_alerts(
@@ -474,7 +496,7 @@ def find_alerts(
     protection: str | None = None,
     since: float | None = None,
     limit: int | None = None,
-) -> list[StoredAlert]:
+) -> list[Alert]:
     """Alerts, newest start first; ``since`` keeps those open at some moment at or after it."""
     query = select(*_A)
     if states is not None:
@@ -488,7 +510,7 @@ def find_alerts(
     query = query.order_by(_A.started_at.desc(), _A.id.desc())
     if limit is not None:
         query = query.limit(limit)
-    return [_stored(r) for r in session.execute(query).mappings()]
+    return [_alert(r) for r in session.execute(query).mappings()]
 
 
 def alert_events(session: Session, *, alert_id: int) -> list[AlertEvent]:

@@ -56,7 +56,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         try:
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL, as the readings store: a transition or an acknowledgement that was answered 200 is
+            # on disk and survives a power cut, not only a crash of the process.
+            cursor.execute("PRAGMA synchronous=FULL")
         finally:
             cursor.close()
 

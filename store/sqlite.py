@@ -8,13 +8,15 @@ Layout::
     rollup_pending(series_id, hour s)                 hours written to since their last rollup
     meta(key, value)                                  purged_before: raw older than this is gone
     rejection_counts(device, reason, count, ...)      rejected values, counted in the readings' transaction
-    rejected_messages(key, metric, reason, ms)        messages already counted (redeliveries count once)
+    mqtt_delivered(mid, digest, seq)                  the latest stored MQTT message of each packet id
 
 Every call runs on one dedicated thread that owns the one connection, so the event loop never
 blocks on disk and SQLite never sees two writers from this process.
 
-Rollup is recomputed from raw for each pending hour, so it is idempotent and a redelivered reading
-(ignored by ``INSERT OR IGNORE``) is never counted twice. A pending hour is rolled up once it is fully
+Identity (store/timeseries.py): a redelivered MQTT message is found in ``mqtt_delivered`` and skipped
+whole; a reading at a millisecond its series already holds is a duplicate when the value is the same
+(counted, not stored) and is stored a millisecond later when it is not (distinct readings are never
+merged). Rollup is recomputed from raw for each pending hour, so it is idempotent. A pending hour is rolled up once it is fully
 in the past; retention then deletes raw readings of whole hours only, after they were rolled up. A
 reading older than the purge horizon (``purged_before``) is not stored: its hour can no longer be
 recomputed from raw, and adding it to the hourly row could count a redelivery twice.
@@ -31,19 +33,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from core.clock import Clock, SystemClock
-from core.types import Reading, Rejection
-from store.timeseries import SeriesPoint, StoreError, WriteResult
+from core.types import Delivery, Reading, Reason, Rejection
+from store.timeseries import Redelivery, SeriesPoint, StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 HOUR_MS = 3_600_000
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -82,13 +86,12 @@ CREATE TABLE IF NOT EXISTS rejection_counts (
     last_ms     INTEGER,
     PRIMARY KEY (device, reason)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rejected_messages (
-    key    TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    ms     INTEGER NOT NULL,
-    PRIMARY KEY (key, metric, reason)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mqtt_delivered (
+    mid    INTEGER PRIMARY KEY,
+    digest INTEGER NOT NULL,
+    seq    INTEGER NOT NULL
+);
+DROP TABLE IF EXISTS rejected_messages;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -98,12 +101,19 @@ CREATE TABLE IF NOT EXISTS meta (
 # One index seek per series (measured: 6.7 ms for 2,000 series over 10 M rows); never GROUP BY/MAX.
 LATEST_SQL = "SELECT ts, value FROM readings WHERE series_id = ? ORDER BY ts DESC LIMIT 1"
 _INSERT_SQL = "INSERT OR IGNORE INTO readings (series_id, ts, value) VALUES "
-_INSERTED = " RETURNING series_id, ts"  # only the rows really inserted: a redelivery returns nothing
+_INSERTED = " RETURNING series_id, ts"  # only the rows really inserted
 _PENDING_SQL = "INSERT OR IGNORE INTO rollup_pending (series_id, hour) VALUES "
+_DELIVERED_SQL = "INSERT OR REPLACE INTO mqtt_delivered (mid, digest, seq) VALUES "
 # Rows per INSERT statement. executemany steps once per row and releases the GIL at every step, so a
 # writer thread beside a busy MQTT thread waits for the GIL once per row (measured: 13 µs a row under
 # load); one multi-row statement steps once per chunk. 300 × 3 parameters stay under SQLite's 999.
+# For the same reason the fast path has no RETURNING (one step per returned row): the changes count
+# tells whether every row went in, and only a chunk that met existing rows is redone with RETURNING.
 _CHUNK = 300
+# A redelivered message is the one we stored under its packet id only if that was recent: packet ids
+# are reused after 65,535 messages, and a message the broker resends was among the last ones in flight.
+RECENT_DELIVERIES = 32_768
+MAX_RETIME = 1000  # at most this many milliseconds later for a distinct reading at a taken millisecond
 
 
 @functools.cache
@@ -112,18 +122,12 @@ def _values_sql(prefix: str, width: int, rows: int) -> str:
     return prefix + ", ".join([row] * rows)
 
 
-def _insert_rows(
-    conn: sqlite3.Connection, prefix: str, width: int, flat: list[Any], returning: str = ""
-) -> list[Any]:
-    """INSERT flat (row after row, width values each) in multi-row statements; the RETURNING rows."""
+def _insert_rows(conn: sqlite3.Connection, prefix: str, width: int, flat: list[Any]) -> None:
+    """INSERT flat (row after row, width values each) in multi-row statements."""
     step = _CHUNK * width
-    out: list[Any] = []
     for i in range(0, len(flat), step):
         chunk = flat[i : i + step]
-        cursor = conn.execute(_values_sql(prefix, width, len(chunk) // width) + returning, chunk)
-        if returning:
-            out += cursor.fetchall()
-    return out
+        conn.execute(_values_sql(prefix, width, len(chunk) // width), chunk)
 
 
 _COUNT_SQL = """
@@ -131,12 +135,6 @@ INSERT INTO rejection_counts (device, reason, count, last_detail, last_ms) VALUE
 ON CONFLICT (device, reason) DO UPDATE SET
     count = count + excluded.count, last_detail = excluded.last_detail, last_ms = excluded.last_ms
 """
-# A first delivery is always counted and its key remembered; a redelivery (DUP) is counted only if its
-# key is not remembered. Packet ids repeat every 65,535 messages, so a key alone would, in time, match
-# an unrelated message with the same payload: only redeliveries are checked against the keys.
-_REMEMBER_SQL = "INSERT OR REPLACE INTO rejected_messages (key, metric, reason, ms) VALUES (?, ?, ?, ?)"
-_SEEN_SQL = "INSERT OR IGNORE INTO rejected_messages (key, metric, reason, ms) VALUES (?, ?, ?, ?)"
-REJECTED_KEEP_DAYS = 8  # longer than the broker keeps our session (session_expiry, 7 days by default)
 
 
 # Recompute every pending hour that is fully in the past from raw. REPLACE makes it idempotent.
@@ -221,6 +219,7 @@ class SqliteReadingStore:
         self._series: dict[tuple[str, str], tuple[int, str, str]] = {}
         self._purged_before = 0  # epoch s, hour-aligned; raw readings before it are deleted
         self._marked: set[tuple[int, int]] = set()  # (series, hour) already in rollup_pending
+        self._seq = 0  # deliveries recorded so far (mqtt_delivered.seq of the latest)
         # Written by the store thread after each commit, read by latest() on the loop thread.
         self._latest: dict[tuple[str, str], tuple[int, Reading]] = {}
         self._latest_lock = threading.Lock()
@@ -282,6 +281,7 @@ class SqliteReadingStore:
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             row = conn.execute("SELECT value FROM meta WHERE key = 'purged_before'").fetchone()
             self._purged_before = int(row[0]) if row else 0
+            self._seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM mqtt_delivered").fetchone()[0])
             self._series = {}
             series = conn.execute("SELECT id, device, metric, unit, room FROM series").fetchall()
             latest: dict[tuple[str, str], tuple[int, Reading]] = {}
@@ -305,33 +305,63 @@ class SqliteReadingStore:
             (self._clock.monotonic() - started) * 1000,
         )
 
-    async def write(self, batch: Sequence[Reading], rejections: Sequence[Rejection] = ()) -> WriteResult:
-        """Store readings and count rejections in one transaction, or raise StoreError."""
-        if not batch and not rejections:
+    async def write(
+        self,
+        batch: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        delivered: Sequence[Delivery] = (),
+        redelivered: Sequence[Redelivery] = (),
+    ) -> WriteResult:
+        """Store readings, count rejections and record deliveries in one transaction, or raise StoreError."""
+        if not batch and not rejections and not delivered and not redelivered:
             return WriteResult([], [])
-        return await self._run(self._write_sync, list(batch), list(rejections))
+        return await self._run(
+            self._write_sync, list(batch), list(rejections), list(delivered), list(redelivered)
+        )
 
-    def _write_sync(self, batch: list[Reading], rejections: list[Rejection]) -> WriteResult:
+    def _write_sync(
+        self,
+        batch: list[Reading],
+        rejections: list[Rejection],
+        delivered: list[Delivery],
+        redelivered: list[Redelivery],
+    ) -> WriteResult:
         conn = self._db()
         series = self._series
         purged_ms = self._purged_before * 1000
         new_series: dict[tuple[str, str], tuple[int, str, str]] = {}
         rows: list[Any] = []  # flat: series, ts, value, series, ts, value, ...
         accepted: list[Reading] = []
+        taken: set[tuple[int, int]] = set()  # (series, ms) of this batch's bulk insert
+        careful: list[tuple[int, int, Reading]] = []  # readings at a millisecond taken in this batch
+        found: list[Rejection] = []  # what the store itself rejects: duplicates, readings too old
         marked = self._marked
         pending: set[tuple[int, int]] = set()
-        newest: dict[tuple[str, str], tuple[int, Reading]] = {}
-        too_old = not_finite = 0
+        seq = self._seq
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                marks: list[Any] = []
+                for d in delivered:
+                    seq += 1
+                    marks += (d.mid, d.digest, seq)
+                _insert_rows(conn, _DELIVERED_SQL, 3, marks)
+                for again in redelivered:
+                    if self._known(conn, again.delivery, seq):
+                        continue  # stored when it first came: the same message, once
+                    seq += 1
+                    conn.execute(
+                        _values_sql(_DELIVERED_SQL, 3, 1), (again.delivery.mid, again.delivery.digest, seq)
+                    )
+                    batch.extend(again.readings)
+                    rejections.extend(again.rejections)
                 for r in batch:
                     if not math.isfinite(r.value):
-                        not_finite += 1  # the pipeline rejects these; never let one poison a batch
-                        continue
+                        continue  # the collectors reject these; never let one poison a batch
                     ts = round(r.time * 1000)
                     if ts < purged_ms:
-                        too_old += 1
+                        found.append(_too_old(r, self._purged_before))
                         continue
                     key = (r.device, r.metric)
                     entry = new_series.get(key) or series.get(key)
@@ -339,17 +369,27 @@ class SqliteReadingStore:
                         entry = self._series_row(conn, r, entry)
                         new_series[key] = entry
                     sid = entry[0]
+                    if (sid, ts) in taken:
+                        # The millisecond is taken in this batch: settled one by one after the bulk
+                        # insert, against everything stored (the same value = the same reading).
+                        careful.append((sid, ts, r))
+                        continue
+                    taken.add((sid, ts))
                     rows += (sid, ts, r.value)
                     accepted.append(r)
                     mark = (sid, ts // HOUR_MS * 3600)
                     if mark not in marked:
                         pending.add(mark)
-                    seen = newest.get(key)
-                    if seen is None or ts > seen[0]:
-                        newest[key] = (ts, r)
-                inserted = _insert_rows(conn, _INSERT_SQL, 3, rows, _INSERTED)
+                stored = self._insert_readings(conn, rows, accepted, found, pending)
+                for sid, ts, r in careful:
+                    placed = self._place(conn, sid, ts, r)
+                    if placed is None:
+                        found.append(_duplicate(r))
+                    else:
+                        stored.append(placed)
+                        pending.add((sid, round(placed.time * 1000) // HOUR_MS * 3600))
                 _insert_rows(conn, _PENDING_SQL, 2, [v for mark in pending for v in mark])
-                counted = self._count_sync(conn, rejections)
+                counted = self._count_sync(conn, [*rejections, *found])
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -360,57 +400,96 @@ class SqliteReadingStore:
                 f"readings store {self.path}: write of {len(batch)} readings failed: {exc}"
             ) from exc
         # Only now, after the commit, do the caches change.
+        self._seq = seq
         series.update(new_series)
         marked |= pending
+        newest: dict[tuple[str, str], Reading] = {}
+        for r in stored:
+            key = (r.device, r.metric)
+            seen = newest.get(key)
+            if seen is None or r.time > seen.time:
+                newest[key] = r
         with self._latest_lock:
-            for key, (ts, r) in newest.items():
+            for key, r in newest.items():
+                ts = round(r.time * 1000)
                 cur = self._latest.get(key)
                 if cur is None or ts > cur[0]:
-                    self._latest[key] = (
-                        ts,
-                        Reading(r.device, r.room, r.metric, r.value, r.unit, ts / 1000.0),
-                    )
-        if too_old:
-            log.warning(
-                "readings store %s: %d readings older than the raw retention horizon %d not stored",
-                self.path,
-                too_old,
-                self._purged_before,
-            )
-        if not_finite:
-            log.warning("readings store %s: %d non-finite values not stored", self.path, not_finite)
-        if len(inserted) == len(accepted):
-            return WriteResult(accepted, counted)
-        # Some were stored before (a redelivery): hand on only the new ones, each once.
-        fresh = set(map(tuple, inserted))
+                    self._latest[key] = (ts, r)
+        return WriteResult(stored, counted, found)
+
+    def _known(self, conn: sqlite3.Connection, delivery: Delivery, seq: int) -> bool:
+        """Whether a redelivered message is the one recently stored under its packet id."""
+        row = conn.execute("SELECT digest, seq FROM mqtt_delivered WHERE mid = ?", (delivery.mid,)).fetchone()
+        return row is not None and row[0] == delivery.digest and seq - row[1] < RECENT_DELIVERIES
+
+    def _insert_readings(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[Any],
+        accepted: list[Reading],
+        found: list[Rejection],
+        pending: set[tuple[int, int]],
+    ) -> list[Reading]:
+        """Insert the rows; those meeting a stored reading are duplicates (same value) or go a ms later."""
+        step = _CHUNK * 3
         stored: list[Reading] = []
-        for i, r in enumerate(accepted):
-            identity = (rows[3 * i], rows[3 * i + 1])
-            if identity in fresh:
-                fresh.discard(identity)
-                stored.append(r)
-        return WriteResult(stored, counted)
+        for i in range(0, len(rows), step):
+            chunk = rows[i : i + step]
+            n = len(chunk) // 3
+            readings = accepted[i // 3 : i // 3 + n]
+            sql = _values_sql(_INSERT_SQL, 3, n)
+            conn.execute("SAVEPOINT chunk")
+            before = conn.total_changes
+            conn.execute(sql, chunk)
+            if conn.total_changes - before == n:
+                conn.execute("RELEASE chunk")
+                stored += readings
+                continue
+            # Some of these millisecond slots were taken before this batch (rare): redo the chunk,
+            # learning which rows went in, and settle the others one by one.
+            conn.execute("ROLLBACK TO chunk")
+            conn.execute("RELEASE chunk")
+            inserted = set(map(tuple, conn.execute(sql + _INSERTED, chunk).fetchall()))
+            for j, r in enumerate(readings):
+                sid, ts = chunk[3 * j], chunk[3 * j + 1]
+                if (sid, ts) in inserted:
+                    stored.append(r)
+                    continue
+                placed = self._place(conn, sid, ts, r)
+                if placed is None:
+                    found.append(_duplicate(r))
+                else:
+                    stored.append(placed)
+                    pending.add((sid, round(placed.time * 1000) // HOUR_MS * 3600))
+        return stored
+
+    @staticmethod
+    def _place(conn: sqlite3.Connection, sid: int, ts: int, r: Reading) -> Reading | None:
+        """Store a reading whose millisecond is taken: None when the same value is there (a duplicate)."""
+        for k in range(MAX_RETIME + 1):
+            row = conn.execute(
+                "SELECT value FROM readings WHERE series_id = ? AND ts = ?", (sid, ts + k)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO readings (series_id, ts, value) VALUES (?, ?, ?)", (sid, ts + k, r.value)
+                )
+                return r if k == 0 else replace(r, time=(ts + k) / 1000.0)
+            if row[0] == r.value:
+                return None
+        return None
 
     def _count_sync(self, conn: sqlite3.Connection, rejections: list[Rejection]) -> list[Rejection]:
-        """Count rejections, skipping those of a message counted before (a redelivery)."""
-        counted: list[Rejection] = []
+        """Count rejections per device and reason (each carries how many values it stands for)."""
         totals: dict[tuple[str, str], list[Any]] = {}
         for rj in rejections:
             ms = round(rj.time * 1000)
-            if rj.key is not None:
-                row = (rj.key, rj.metric or "", rj.reason.value, ms)
-                if rj.redelivered:
-                    if conn.execute(_SEEN_SQL, row).rowcount == 0:
-                        continue
-                else:
-                    conn.execute(_REMEMBER_SQL, row)
-            counted.append(rj)
             total = totals.setdefault((rj.device, rj.reason.value), [0, None, None])
-            total[0] += 1
+            total[0] += rj.count
             if total[2] is None or ms >= total[2]:
                 total[1], total[2] = rj.detail, ms
         conn.executemany(_COUNT_SQL, [(d, r, n, detail, ms) for (d, r), (n, detail, ms) in totals.items()])
-        return counted
+        return rejections
 
     async def rejection_counts(self) -> dict[str, dict[str, tuple[int, str | None, float | None]]]:
         """Rejected values counted so far: device → reason → (count, last detail, last time)."""
@@ -515,10 +594,6 @@ class SqliteReadingStore:
             try:
                 rolled = conn.execute(_ROLLUP_SQL, {"cutoff": cutoff}).rowcount
                 conn.execute("DELETE FROM rollup_pending WHERE hour <= ?", (cutoff,))
-                conn.execute(
-                    "DELETE FROM rejected_messages WHERE ms < ?",
-                    (round((now - REJECTED_KEEP_DAYS * 86400) * 1000),),
-                )
                 self._marked = {m for m in self._marked if m[1] > cutoff}
                 # Recorded before deleting so that writes between here and the delete stay correct.
                 conn.execute(
@@ -567,3 +642,27 @@ class SqliteReadingStore:
                 log.warning("readings store %s: optimize on close failed: %s", self.path, exc)
             self._conn.close()
             self._conn = None
+
+
+def _duplicate(r: Reading) -> Rejection:
+    return Rejection(
+        r.device,
+        r.metric,
+        Reason.DUPLICATE,
+        f"{r.metric}: {r.value:g} at {_utc(r.time)} again (from another message): stored once",
+        r.time,
+    )
+
+
+def _too_old(r: Reading, purged_before: int) -> Rejection:
+    return Rejection(
+        r.device,
+        r.metric,
+        Reason.BAD_TIME,
+        f"{r.metric}: time {_utc(r.time)} is before the raw retention horizon {_utc(purged_before)}",
+        r.time,
+    )
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,10 +1,16 @@
 """The readings store interface. The embedded SQLite backend implements it now; InfluxDB later.
 
 Writes are batched, asynchronous and fallible: ``write`` raises ``StoreError`` when the batch was not
-stored, and the caller keeps the batch and tries again. Inserts are idempotent on a reading's identity
-(device, metric, time in milliseconds): writing the same reading twice stores it once, and ``write``
-returns only the readings it newly stored, so a redelivery is not seen twice downstream. Rejected
-values are counted in the same transaction, once per message key.
+stored, and the caller keeps the batch and tries again.
+
+Two questions are kept apart. *Is this the same message again?* An MQTT message is identified by its
+``Delivery`` (packet id and a digest of topic and payload); the store records the deliveries it stored
+in the same transaction as what they carried, and a redelivered message it has stored before is
+skipped whole (readings and rejections), however its readings were stamped. *Are these the same
+reading?* Two readings of one series at the same millisecond are the same reading only when they also
+have the same value: the second is then counted as a ``duplicate`` and not stored again; with another
+value it is a distinct reading and is stored a millisecond later, never merged away. ``write``
+returns only the readings it newly stored, so nothing is seen twice downstream.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.types import Reading, Rejection
+from core.types import Delivery, Reading, Rejection
 
 
 class StoreError(Exception):
@@ -32,11 +38,22 @@ class SeriesPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Redelivery:
+    """A message the broker marked as delivered again, with what it carried: stored only if never seen."""
+
+    delivery: Delivery
+    readings: Sequence[Reading]
+    rejections: Sequence[Rejection]
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What one write newly stored: readings not stored before, rejections not counted before."""
+    """What one write newly stored: readings not stored before, and the rejections it counted (those it
+    was given, and the duplicates and out-of-retention readings it found itself)."""
 
     stored: list[Reading]
     counted: list[Rejection]
+    found: Sequence[Rejection] = ()  # of the counted, those the store found itself (duplicates, too old)
 
 
 class ReadingStore(Protocol):
@@ -46,8 +63,15 @@ class ReadingStore(Protocol):
         """Create or open the store."""
         ...
 
-    async def write(self, batch: Sequence[Reading], rejections: Sequence[Rejection] = ()) -> WriteResult:
-        """Store readings and count rejections in one transaction, or raise StoreError."""
+    async def write(
+        self,
+        batch: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        delivered: Sequence[Delivery] = (),
+        redelivered: Sequence[Redelivery] = (),
+    ) -> WriteResult:
+        """Store readings, count rejections and record deliveries in one transaction, or raise StoreError."""
         ...
 
     async def rejection_counts(self) -> dict[str, dict[str, tuple[int, str | None, float | None]]]:

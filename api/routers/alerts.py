@@ -1,18 +1,20 @@
-"""Alerts (list, acknowledge, resolve by hand) and silences / maintenance windows."""
+"""Alerts (list, acknowledge, resolve by hand) and silences / maintenance windows.
+
+The public shapes are read straight off the one alert shape (store/alerts.py ``Alert``) and ``Silence``
+(``from_attributes``; epoch seconds become ISO 8601 times): no hand-written mapping to drift.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ContextDep
-from api.schemas import iso, iso_or_none
-from rules.lifecycle import Alert, AlertBook, AlertNotFound, InvalidTransition, SilenceNotFound
-from store.alerts import Silence
+from api.deps import BookDep, ClockDep, ConfigDep, site_epoch
+from rules.lifecycle import AlertNotFound, InvalidTransition, SilenceNotFound
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -21,6 +23,8 @@ StateFilter = Literal["active", "pending", "firing", "acknowledged", "resolved",
 
 class AlertPublic(BaseModel):
     """One alert."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     protection: str
@@ -39,7 +43,7 @@ class AlertPublic(BaseModel):
     resolve_reason: str | None
     value: float | None
     threshold: float | None
-    message: str
+    message: str = Field(description="e.g. 一号库房 湿度 63.2%RH 超过上限 60%，已持续 12 分钟")
 
 
 class Acknowledge(BaseModel):
@@ -71,6 +75,8 @@ class SilenceCreate(BaseModel):
 class SilencePublic(BaseModel):
     """A silence or maintenance window."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     room: str | None
     protection: str | None
@@ -82,128 +88,77 @@ class SilencePublic(BaseModel):
     created_at: datetime
 
 
-def _book(book: AlertBook | None) -> AlertBook:
-    if book is None:
-        raise HTTPException(503, "the alert lifecycle is not running")
-    return book
-
-
-def _public(a: Alert) -> AlertPublic:
-    return AlertPublic(
-        id=a.id,
-        protection=a.protection,
-        rule=a.rule,
-        room=a.room,
-        device=a.device,
-        severity=str(a.severity),
-        state=str(a.state),
-        started_at=iso(a.started_at),
-        fired_at=iso_or_none(a.fired_at),
-        acknowledged_at=iso_or_none(a.acknowledged_at),
-        acknowledged_by=a.acknowledged_by,
-        comment=a.comment,
-        resolved_at=iso_or_none(a.resolved_at),
-        resolved_by=a.resolved_by,
-        resolve_reason=a.resolve_reason,
-        value=a.value,
-        threshold=a.threshold,
-        message=a.message,
-    )
-
-
-def _silence(s: Silence) -> SilencePublic:
-    return SilencePublic(
-        id=s.id,
-        room=s.room,
-        protection=s.protection,
-        device=s.device,
-        starts_at=iso(s.starts_at),
-        ends_at=iso(s.ends_at),
-        reason=s.reason,
-        created_by=s.created_by,
-        created_at=iso(s.created_at),
-    )
-
-
-def _epoch(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-
-
 @router.get("/alerts", response_model=list[AlertPublic])
 async def list_alerts(
-    ctx: ContextDep,
+    book: BookDep,
+    config: ConfigDep,
     state: Annotated[
         StateFilter | None, Query(description="active = pending, firing or acknowledged")
     ] = None,
     room: str | None = None,
     protection: str | None = None,
-    since: datetime | None = None,
+    since: Annotated[
+        datetime | None, Query(description="ISO 8601 (without an offset: the site's time)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[AlertPublic]:
     """Alerts, newest first."""
-    book = _book(ctx.alerts)
-    found = await asyncio.to_thread(
-        book.alerts,
+    found = await book.alerts_async(
         state=state,
         room=room,
         protection=protection,
-        since=_epoch(since) if since else None,
+        since=site_epoch(since, config) if since else None,
         limit=limit,
     )
-    return [_public(a) for a in found]
+    return [AlertPublic.model_validate(a) for a in found]
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertPublic)
-async def acknowledge(ctx: ContextDep, alert_id: int, body: Acknowledge) -> AlertPublic:
-    """A named person acknowledges a firing alert, with a comment."""
-    book = _book(ctx.alerts)
+async def acknowledge(book: BookDep, clock: ClockDep, alert_id: int, body: Acknowledge) -> AlertPublic:
+    """A named person acknowledges a firing alert, with a comment (answered once it is recorded)."""
     try:
-        alert = await asyncio.to_thread(
-            book.acknowledge, alert_id, by=body.by, comment=body.comment, now=ctx.clock.now()
-        )
+        done = book.acknowledge(alert_id, by=body.by, comment=body.comment, now=clock.now())
+        alert = await asyncio.wrap_future(done)
     except AlertNotFound:
         raise HTTPException(404, f"no alert {alert_id}") from None
     except InvalidTransition as exc:
         raise HTTPException(409, str(exc)) from None
-    return _public(alert)
+    return AlertPublic.model_validate(alert)
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertPublic)
-async def resolve(ctx: ContextDep, alert_id: int, body: Resolve) -> AlertPublic:
+async def resolve(book: BookDep, clock: ClockDep, alert_id: int, body: Resolve) -> AlertPublic:
     """A named person resolves a firing or acknowledged alert by hand, with the reason."""
-    book = _book(ctx.alerts)
     try:
-        alert = await asyncio.to_thread(
-            book.resolve, alert_id, by=body.by, reason=body.reason, now=ctx.clock.now()
-        )
+        done = book.resolve(alert_id, by=body.by, reason=body.reason, now=clock.now())
+        alert = await asyncio.wrap_future(done)
     except AlertNotFound:
         raise HTTPException(404, f"no alert {alert_id}") from None
     except InvalidTransition as exc:
         raise HTTPException(409, str(exc)) from None
-    return _public(alert)
+    return AlertPublic.model_validate(alert)
 
 
 @router.get("/silences", response_model=list[SilencePublic])
-async def list_silences(ctx: ContextDep, active: bool = False) -> list[SilencePublic]:
+async def list_silences(book: BookDep, clock: ClockDep, active: bool = False) -> list[SilencePublic]:
     """Silences and maintenance windows (only those in force now with active=true)."""
-    book = _book(ctx.alerts)
-    found = await asyncio.to_thread(book.list_silences, active=active, now=ctx.clock.now())
-    return [_silence(s) for s in found]
+    found = await book.list_silences_async(active=active, now=clock.now())
+    return [SilencePublic.model_validate(s) for s in found]
 
 
 @router.post("/silences", response_model=SilencePublic, status_code=201)
-async def create_silence(ctx: ContextDep, body: SilenceCreate) -> SilencePublic:
+async def create_silence(
+    book: BookDep, clock: ClockDep, config: ConfigDep, body: SilenceCreate
+) -> SilencePublic:
     """Silence a room, a protection or a device until a time (alerts are still recorded)."""
-    book = _book(ctx.alerts)
     if body.room is None and body.protection is None and body.device is None:
         raise HTTPException(422, "a silence needs at least one of room, protection, device")
-    now = ctx.clock.now()
-    starts = _epoch(body.starts_at) if body.starts_at else now
-    ends = _epoch(body.ends_at)
+    now = clock.now()
+    starts = site_epoch(body.starts_at, config) if body.starts_at else now
+    ends = site_epoch(body.ends_at, config)
     if ends <= starts:
         raise HTTPException(422, "ends_at must be after starts_at (or after now)")
-    silence = await asyncio.to_thread(
-        book.add_silence,
+    done = book.add_silence(
         room=body.room,
         protection=body.protection,
         device=body.device,
@@ -213,15 +168,18 @@ async def create_silence(ctx: ContextDep, body: SilenceCreate) -> SilencePublic:
         created_by=body.created_by,
         now=now,
     )
-    return _silence(silence)
+    try:
+        silence = await asyncio.wrap_future(done)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return SilencePublic.model_validate(silence)
 
 
 @router.delete("/silences/{silence_id}", status_code=204)
-async def delete_silence(ctx: ContextDep, silence_id: int) -> Response:
+async def delete_silence(book: BookDep, silence_id: int) -> Response:
     """Lift a silence."""
-    book = _book(ctx.alerts)
     try:
-        await asyncio.to_thread(book.delete_silence, silence_id)
+        await asyncio.wrap_future(book.delete_silence(silence_id))
     except SilenceNotFound:
         raise HTTPException(404, f"no silence {silence_id}") from None
     return Response(status_code=204)

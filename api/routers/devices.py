@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import ContextDep
+from api.deps import ConfigDep, PipelineDep
 from api.schemas import DevicePublic, RoomPublic, iso_or_none
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 
 
 @router.get("/devices", response_model=list[DevicePublic])
-def list_devices(ctx: ContextDep, room: str | None = None) -> list[DevicePublic]:
+async def list_devices(
+    config: ConfigDep, pipeline: PipelineDep, room: str | None = None
+) -> list[DevicePublic]:
     """Every device: status (online | offline | faulty | unknown), last seen, last error, rejections."""
-    names = {d.id: d.name for d in ctx.config.devices}
+    names = {d.id: d.name for d in config.devices}
     return [
         DevicePublic(
             id=h.id,
@@ -27,12 +29,12 @@ def list_devices(ctx: ContextDep, room: str | None = None) -> list[DevicePublic]
             rejected=dict(h.rejected),
             last_rejection=h.last_rejection,
         )
-        for h in ctx.pipeline.devices()
+        for h in pipeline.devices()
         if room is None or h.room == room
     ]
 
 
 @router.get("/rooms", response_model=list[RoomPublic])
-def list_rooms(ctx: ContextDep) -> list[RoomPublic]:
+async def list_rooms(config: ConfigDep) -> list[RoomPublic]:
     """The archive rooms of the site."""
-    return [RoomPublic(id=r.id, name=r.name, kind=r.kind) for r in ctx.config.rooms]
+    return [RoomPublic(id=r.id, name=r.name, kind=r.kind) for r in config.rooms]

@@ -8,10 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from api.deps import ContextDep
+from api.deps import ClockDep, ConfigDep, RulesDep
 from api.schemas import iso_or_none
 from core.protections import PROTECTIONS
-from rules.engine import RulesEngine
 from rules.model import ProtectionState
 
 router = APIRouter(prefix="/api/v1", tags=["protections"])
@@ -54,17 +53,12 @@ class ClimatePublic(BaseModel):
     humidity_24h: Span
 
 
-def _rules(engine: RulesEngine | None) -> RulesEngine:
-    if engine is None:
-        raise HTTPException(503, "the rules engine is not running")
-    return engine
-
-
 @router.get("/protections", response_model=list[ProtectionPublic])
-def list_protections(ctx: ContextDep, room: str | None = None) -> list[ProtectionPublic]:
+async def list_protections(
+    config: ConfigDep, rules: RulesDep, room: str | None = None
+) -> list[ProtectionPublic]:
     """Per room, per protection: ok | warning | alarm | unknown, with the reason and since when."""
-    rules = _rules(ctx.rules)
-    if room is not None and room not in {r.id for r in ctx.config.rooms}:
+    if room is not None and room not in {r.id for r in config.rooms}:
         raise HTTPException(404, f"unknown room {room!r}")
     return [
         ProtectionPublic(
@@ -81,12 +75,13 @@ def list_protections(ctx: ContextDep, room: str | None = None) -> list[Protectio
 
 
 @router.get("/climate", response_model=ClimatePublic)
-def climate(ctx: ContextDep, room: Annotated[str, Query(description="room id")]) -> ClimatePublic:
+async def climate(
+    config: ConfigDep, clock: ClockDep, rules: RulesDep, room: Annotated[str, Query(description="room id")]
+) -> ClimatePublic:
     """Dew point, Preservation Index, TWPI (30 d), %EMC, mold risk, 24 h min/max of T and RH."""
-    rules = _rules(ctx.rules)
-    if room not in {r.id for r in ctx.config.rooms}:
+    if room not in {r.id for r in config.rooms}:
         raise HTTPException(404, f"unknown room {room!r}")
-    c = rules.climate(room, ctx.clock.now())
+    c = rules.climate(room, clock.now())
     t24, rh24 = c.pop("temperature_24h"), c.pop("humidity_24h")
     return ClimatePublic(
         **{**c, "time": iso_or_none(c["time"])},

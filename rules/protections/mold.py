@@ -20,6 +20,10 @@ from core.config import Thresholds
 from rules.model import Condition, RoomView
 from rules.protections._common import DEFAULT_CLEAR_FOR, Level, above, any_usable, no_data, set_or
 
+# Our choice, not a published value (rules/climate.py MoldRiskAccumulator explains why): short, so that
+# the alarm comes early. A site sets its own per room with thresholds.mold.days_to_germination.
+DEFAULT_DAYS_TO_GERMINATION = 7.0
+
 ID = "mold"
 METRIC = "mold_risk"
 INPUTS: tuple[str, ...] = (METRIC,)
@@ -27,9 +31,11 @@ INPUTS: tuple[str, ...] = (METRIC,)
 
 @dataclass(frozen=True, slots=True)
 class MoldParams:
-    """Effective mold threshold, as a trigger level on the mold risk factor."""
+    """Effective mold threshold, as a trigger level on the mold risk factor, and the days above the
+    germination isopleth after which germination is expected (the factor's denominator)."""
 
     risk: Level
+    days_to_germination: float = DEFAULT_DAYS_TO_GERMINATION
 
 
 DEFAULTS: MappingProxyType[str, MoldParams] = MappingProxyType(
@@ -45,7 +51,8 @@ def params(kind: str, overrides: Thresholds) -> MoldParams:
         return d
     limit = set_or(o.max, d.risk.limit)
     return MoldParams(
-        risk=Level(limit, limit, clear_hold=set_or(o.clear_for, DEFAULT_CLEAR_FOR), inclusive=True)
+        risk=Level(limit, limit, clear_hold=set_or(o.clear_for, DEFAULT_CLEAR_FOR), inclusive=True),
+        days_to_germination=set_or(o.days_to_germination, d.days_to_germination),
     )
 
 

@@ -10,16 +10,12 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.deps import AppContext
 from core.clock import ManualClock
-from core.config import parse_config
 from core.types import Reading
-from rules.engine import RulesEngine, bind_evaluators
-from rules.lifecycle import AlertBook
-from store.db import make_engine, migrate
-from store.ingest import DeviceInfo, Pipeline
-from store.sqlite import SqliteReadingStore
+from rules.engine import RulesEngine
+from store.ingest import Pipeline
 from tests.rules.test_engine import CONFIG, MONDAY_10H
+from tests.support import build, opened
 
 
 @dataclass
@@ -32,24 +28,13 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    cfg = parse_config(CONFIG, environ={})
     clock = ManualClock(MONDAY_10H)
-    db = make_engine(f"sqlite:///{tmp_path}/bafang.db")
-    migrate(db)
-    store = SqliteReadingStore(tmp_path / "readings.db", clock=clock)
-    await store.open()
-    pipeline = Pipeline(
-        store, clock=clock, devices=[DeviceInfo(d.id, d.room, d.protocol, d.poll) for d in cfg.devices]
-    )
-    book = AlertBook(db, clock=clock)
-    book.load()
-    rules = RulesEngine(cfg, book, bind_evaluators(cfg), clock=clock, offline=pipeline.unavailable)
-    pipeline.add_listener(rules.on_readings)
-    app = create_app(AppContext(cfg, pipeline, store, clock, rules, book))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bafang") as http:
-        yield Stack(http, pipeline, rules, clock)
-    await store.close()
-    db.dispose()
+    async with opened(build(CONFIG, tmp_path, clock=clock)) as services:
+        app = create_app(services)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bafang"
+        ) as http:
+            yield Stack(http, services.pipeline, services.rules, clock)
 
 
 async def test_smoke_alert_through_the_pipeline_ack_and_resolve(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""The HTTP contract, over a real pipeline and a real SQLite readings store."""
+"""The HTTP contract, over the service graph as the service builds it (real pipeline, SQLite stores)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.deps import AppContext
 from core.clock import ManualClock
-from core.config import parse_config
 from core.types import DeviceStatus, Reading, Reason, Rejection
-from store.ingest import DeviceInfo, Pipeline
-from store.sqlite import SqliteReadingStore
+from store.ingest import Pipeline
+from tests.support import build, opened
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -40,17 +38,11 @@ devices:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Pipeline, ManualClock]]:
-    cfg = parse_config(CONFIG, environ={})
     clock = ManualClock(T0 + 3 * 3600)
-    store = SqliteReadingStore(tmp_path / "readings.db", clock=clock)
-    await store.open()
-    pipeline = Pipeline(
-        store, clock=clock, devices=[DeviceInfo(d.id, d.room, d.protocol, d.poll) for d in cfg.devices]
-    )
-    app = create_app(AppContext(cfg, pipeline, store, clock))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bafang") as c:
-        yield c, pipeline, clock
-    await store.close()
+    async with opened(build(CONFIG, tmp_path, clock=clock)) as services:
+        app = create_app(services)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bafang") as c:
+            yield c, services.pipeline, clock
 
 
 async def test_healthz_and_openapi(client: tuple[httpx.AsyncClient, Pipeline, ManualClock]) -> None:

@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 
 from collectors.mqtt import MqttCollector
 from core.config import MqttBroker, MqttDevice
-from core.types import Ack, DeviceStatus, Reading, Reason, Rejection
+from core.types import Ack, Delivery, DeviceStatus, Reading, Reason, Rejection
 from tests.conftest import MqttTestBroker
 
 NOWHERE = "mqtt://127.0.0.1:1"  # a broker URL for collectors that are never started
@@ -80,10 +80,16 @@ class RecordingSink:
         self.statuses: list[tuple[str, DeviceStatus, str | None]] = []
         self.submits = 0
         self.acks: list[Ack | None] = []  # one per submit, in order
+        self.deliveries: list[Delivery | None] = []  # one per submit, in order
         self.pending: list[Ack] = []
 
     def submit(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+        self,
+        readings: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        ack: Ack | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         """Record a submit; acknowledge it unless holding."""
         with self._lock:
@@ -91,6 +97,7 @@ class RecordingSink:
             self.rejections.extend(rejections)
             self.submits += 1
             self.acks.append(ack)
+            self.deliveries.append(delivery)
             if ack is not None and self.hold:
                 self.pending.append(ack)
                 return

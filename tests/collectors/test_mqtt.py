@@ -18,7 +18,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from collectors.mqtt import MqttCollector, default_client_factory, parse_time
 from core.clock import ManualClock
 from core.config import MqttBroker
-from core.types import Ack, DeviceStatus, Reading, Reason, Rejection
+from core.types import Ack, Delivery, DeviceStatus, Reading, Reason, Rejection
 from tests.collectors.mqtt_support import (
     ClientFactory,
     Publisher,
@@ -522,7 +522,12 @@ def test_parse_time(value: object, expected: float | None) -> None:
 def test_a_failing_sink_does_not_escape_the_callback(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(RecordingSink):
         def submit(
-            self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+            self,
+            readings: Sequence[Reading],
+            rejections: Sequence[Rejection] = (),
+            *,
+            ack: Ack | None = None,
+            delivery: Delivery | None = None,
         ) -> None:
             raise RuntimeError("sink down")
 
@@ -628,11 +633,11 @@ def test_qos0_message_has_no_ack() -> None:
     collector.handle(message("a/th-z", b'{"t": 20, "rh": 50}'))
     collector.handle(message("a/th-z", b"{"))
     assert sink.acks == [None, None]
-    assert [r.key for r in sink.rejections] == [None]  # never redelivered: nothing to recognise
+    assert sink.deliveries == [None, None]  # never redelivered: nothing to recognise
     assert collector.inflight == 0
 
 
-def test_rejections_travel_with_their_message_and_its_key() -> None:
+def test_rejections_travel_with_their_message_and_its_delivery() -> None:
     dev = device({"id": "th-j", "mqtt": {"topic": "a/th-j"}, "points": TH})
     sink = RecordingSink(hold=True)
     collector, client = offline_collector([dev], sink)
@@ -644,10 +649,10 @@ def test_rejections_travel_with_their_message_and_its_key() -> None:
     assert (
         sink.reasons() == [("th-j", "humidity", Reason.OUT_OF_RANGE)] + [("th-j", None, Reason.MALFORMED)] * 3
     )
-    keys = [r.key for r in sink.rejections]
-    assert all(k is not None for k in keys)
-    assert [k.split(":")[0] for k in keys if k] == ["3", "4", "5", "4"]
+    keys = [(d.mid, d.digest) for d in sink.deliveries if d is not None]
+    assert [mid for mid, _ in keys] == [3, 4, 5, 4]
     assert keys[1] == keys[3] and len({keys[0], keys[1], keys[2]}) == 3
+    assert keys[1][1] == keys[2][1]  # the same topic and payload: told apart by the packet id
     assert all(a is not None for a in sink.acks) and len(sink.acks) == 4
     assert collector.inflight == 4
     assert sink.release() == 4
@@ -661,7 +666,8 @@ def test_a_payload_that_breaks_the_decoder_is_rejected_with_its_ack() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON; the decoder gives up with RecursionError
     collector.handle(message("a/th-e", deep, qos=1, mid=8))
     assert sink.reasons() == [("th-e", None, Reason.MALFORMED)]
-    assert sink.rejections[0].key is not None and sink.rejections[0].key.startswith("8:")
+    (delivery,) = sink.deliveries
+    assert delivery is not None and delivery.mid == 8
     assert sink.release() == 1
     assert client.acks == [8]
 
@@ -741,9 +747,12 @@ def test_unacked_messages_are_redelivered_acked_ones_are_not(
     collector = start_collector(cfg, [dev], second)  # same client id: the broker delivers all three again
     wait_until(lambda: second.submits == 3, what="the 3 unacknowledged messages again")
     assert second.values() == first.values() == [("th-q", "temperature", 20.0), ("th-q", "humidity", 50.0)]
-    keys = [r.key for r in first.rejections]
-    assert len(set(keys)) == 2 and None not in keys
-    assert [r.key for r in second.rejections] == keys  # recognisable as the same messages
+    keys = [(d.mid, d.digest) for d in first.deliveries if d is not None]
+    assert len(set(keys)) == 3 and len({digest for _, digest in keys}) == 2
+    # The broker sends the same messages again with their packet ids and DUP set: recognisable.
+    assert [(d.mid, d.digest) for d in second.deliveries if d is not None] == keys
+    assert not any(d.redelivered for d in first.deliveries if d is not None)
+    assert all(d.redelivered for d in second.deliveries if d is not None)
     assert second.release() == 3  # now stored: acknowledged
     assert collector.inflight == 0
     collector.stop()  # PUBACKs queued before DISCONNECT are written before it

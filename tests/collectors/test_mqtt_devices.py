@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.clock import ManualClock
-from core.types import Ack, DeviceStatus, Reading, Reason, Rejection
+from core.types import Ack, Delivery, DeviceStatus, Reading, Reason, Rejection
 from tests.collectors.mqtt_support import (
     Publisher,
     RecordingSink,
@@ -133,7 +133,12 @@ class Counting:
         self.statuses = 0
 
     def submit(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+        self,
+        readings: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        ack: Ack | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         """Count, then acknowledge."""
         self.readings += len(readings)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.clock import ManualClock
-from core.types import Ack, Reading, Reason, Rejection
+from core.types import Ack, Delivery, Reading, Reason, Rejection
 from tests.collectors.mqtt_support import RecordingSink, deliver, device, message, offline_collector
 
 LOGGER = "bafang.collectors.mqtt"
@@ -104,7 +104,12 @@ class Failing(RecordingSink):
     """A sink that refuses everything (the pipeline broken)."""
 
     def submit(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+        self,
+        readings: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        ack: Ack | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         """Refuse."""
         raise RuntimeError("pipeline closed")

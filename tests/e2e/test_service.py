@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -186,7 +187,7 @@ devices:
                     5
                 )
                 publisher.publish(f"{topic}/door-1", "{not json", qos=1).wait_for_publish(5)
-                t0 = 1_767_225_600
+                t0 = int(time.time()) - 3600  # an hour ago: inside the raw retention
                 for i in range(300):
                     body = {"t": 20 + i / 100, "rh": 50.0 if i != 7 else 120.0, "ts": t0 + i}
                     publisher.publish(f"{topic}/th-9", json.dumps(body), qos=1)

@@ -1,8 +1,11 @@
 """The alert lifecycle on a real SQLite records database, with time from a ManualClock.
 
-The rule used throughout is the paper-room humidity limit of JGJ 25-2010 (45–60 %RH, see
-../shared/domain/environment.md) with a 2 %RH hysteresis: at or above 60 triggers (warning), at or
-above 70 is critical (threshold 70), below 58 clears, 58–60 is the band where neither holds.
+The rule used throughout is the paper-room humidity limit of JGJ 25-2010 Table 5.2.1 (45–60 %RH for a
+paper archive room) with a 2 %RH hysteresis: at or above 60 triggers (warning), at or above 70 is
+critical (threshold 70), below 58 clears, 58–60 is the band where neither holds.
+
+The book decides in memory and its records writer (a thread) writes behind it: a test reads the
+database only after ``writer.drain()`` (the ``Db`` helpers do it), and people's actions return a Future.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from core.clock import ManualClock
 from rules.lifecycle import (
@@ -33,6 +35,7 @@ from rules.lifecycle import (
 from rules.model import Condition, Severity
 from store import alerts as repo
 from store.db import make_engine, make_sessionmaker, migrate
+from store.writer import RecordsWriter
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MIN = 60.0
@@ -102,11 +105,23 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def new_book(engine: Engine, clock: ManualClock) -> Callable[[], AlertBook]:
-    """A fresh AlertBook over the test's database (a restarted process), loaded."""
+def writers(engine: Engine) -> Iterator[list[RecordsWriter]]:
+    """The records writers the test started (one per book: each book stands for a process)."""
+    started: list[RecordsWriter] = []
+    yield started
+    for w in started:
+        w.close(10)
+
+
+@pytest.fixture
+def new_book(engine: Engine, clock: ManualClock, writers: list[RecordsWriter]) -> Callable[[], AlertBook]:
+    """A fresh AlertBook over the test's database (a restarted process) with its own writer, loaded."""
 
     def make() -> AlertBook:
-        book = AlertBook(engine, clock=clock)
+        writer = RecordsWriter(engine, clock=clock, backoff_min=0.01, backoff_max=0.05)
+        writer.start()
+        writers.append(writer)
+        book = AlertBook(engine, writer, clock=clock)
         book.load()
         return book
 
@@ -119,20 +134,39 @@ def book(new_book: Callable[[], AlertBook]) -> AlertBook:
     return new_book()
 
 
-def stored(engine: Engine, alert_id: int) -> repo.StoredAlert:
-    """The alert as the database has it."""
-    with make_sessionmaker(engine)() as session:
-        row = repo.get_alert(session, alert_id=alert_id)
-    assert row is not None
-    return row
+@dataclass
+class Db:
+    """The database as the writers leave it: every read waits for what they still hold."""
+
+    engine: Engine
+    writers: list[RecordsWriter]
+
+    def drain(self) -> None:
+        for w in self.writers:
+            assert w.drain(10), "the records writer did not finish"
+
+    def stored(self, alert_id: int) -> repo.Alert:
+        """The alert as the database has it."""
+        self.drain()
+        with make_sessionmaker(self.engine)() as session:
+            row = repo.get_alert(session, alert_id=alert_id)
+        assert row is not None
+        return row
+
+    def events(self, alert_id: int) -> list[tuple[str | None, str, str, str | None]]:
+        """(from, to, actor, note) of an alert's recorded transitions."""
+        self.drain()
+        with make_sessionmaker(self.engine)() as session:
+            return [
+                (e.from_state, e.to_state, e.actor, e.note)
+                for e in repo.alert_events(session, alert_id=alert_id)
+            ]
 
 
-def events(engine: Engine, alert_id: int) -> list[tuple[str | None, str, str, str | None]]:
-    """(from, to, actor, note) of an alert's recorded transitions."""
-    with make_sessionmaker(engine)() as session:
-        return [
-            (e.from_state, e.to_state, e.actor, e.note) for e in repo.alert_events(session, alert_id=alert_id)
-        ]
+@pytest.fixture
+def db(engine: Engine, writers: list[RecordsWriter]) -> Db:
+    """Reads of the test's database after its writers are done."""
+    return Db(engine, writers)
 
 
 def short(t: Transition) -> str:
@@ -237,7 +271,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS.values(), ids=SCENARIOS.keys())
-def test_lifecycle_scenarios(scenario: Scenario, book: AlertBook, engine: Engine) -> None:
+def test_lifecycle_scenarios(scenario: Scenario, book: AlertBook, db: Db) -> None:
     seen: list[Transition] = []
     for minute, value, expected in scenario.steps:
         now = T0 + minute * MIN
@@ -248,16 +282,16 @@ def test_lifecycle_scenarios(scenario: Scenario, book: AlertBook, engine: Engine
     assert [a.state for a in open_] == ([] if scenario.open_state is None else [scenario.open_state])
     # Memory and database agree on every alert the scenario made.
     for alert_id in {t.alert.id for t in seen}:
-        row = stored(engine, alert_id)
+        row = db.stored(alert_id)
         last = [t for t in seen if t.alert.id == alert_id][-1]
         assert row.state == last.to_state
-        assert [(f, t) for f, t, _, _ in events(engine, alert_id) if f != t] == [
+        assert [(f, t) for f, t, _, _ in db.events(alert_id) if f != t] == [
             (t.from_state, t.to_state) for t in seen if t.alert.id == alert_id and t.from_state != t.to_state
         ]
 
 
 def test_repeated_triggers_keep_the_earliest_start_the_worst_value_and_the_latest_message(
-    book: AlertBook, engine: Engine
+    book: AlertBook, db: Db
 ) -> None:
     for minute, value in [(0, 63), (5, 66.5), (10, 64), (12, 72), (13, 71)]:
         book.observe([humidity(value)], T0 + minute * MIN)
@@ -271,9 +305,9 @@ def test_repeated_triggers_keep_the_earliest_start_the_worst_value_and_the_lates
     [alert] = book.open_alerts()
     assert (alert.value, alert.threshold, alert.severity) == (72, 70, Severity.CRITICAL)
     # The severity rise was written at once, with its event.
-    row = stored(engine, alert.id)
+    row = db.stored(alert.id)
     assert (row.severity, row.value) == ("critical", 72)
-    assert ("firing", "firing", "system", "级别升高：warning → critical") in events(engine, alert.id)
+    assert ("firing", "firing", "system", "级别升高：warning → critical") in db.events(alert.id)
 
 
 @pytest.mark.parametrize(
@@ -334,9 +368,9 @@ def firing(book: AlertBook, value: float = 65, at: float = T0) -> Alert:
     return t.alert
 
 
-def test_acknowledge_then_resolve_by_hand_records_who_and_why(book: AlertBook, engine: Engine) -> None:
+def test_acknowledge_then_resolve_by_hand_records_who_and_why(book: AlertBook, db: Db) -> None:
     alert = firing(book)
-    acked = book.acknowledge(alert.id, by="张工", comment="已开启除湿机", now=T0 + 12 * MIN)
+    acked = book.acknowledge(alert.id, by="张工", comment="已开启除湿机", now=T0 + 12 * MIN).result(5)
     assert (acked.state, acked.acknowledged_by, acked.comment) == ("acknowledged", "张工", "已开启除湿机")
     assert acked.acknowledged_at == T0 + 12 * MIN
     # Still triggering: it stays acknowledged, and the worst value keeps being tracked.
@@ -344,13 +378,13 @@ def test_acknowledge_then_resolve_by_hand_records_who_and_why(book: AlertBook, e
     [open_] = book.open_alerts()
     assert (open_.state, open_.value) == ("acknowledged", 67)
 
-    done = book.resolve(alert.id, by="李主任", reason="除湿机检修完毕", now=T0 + 14 * MIN)
+    done = book.resolve(alert.id, by="李主任", reason="除湿机检修完毕", now=T0 + 14 * MIN).result(5)
     assert (done.state, done.resolved_by, done.resolve_reason, done.resolved_at) == (
         "resolved", "李主任", "除湿机检修完毕", T0 + 14 * MIN,
     )  # fmt: skip
     assert done.value == 67  # the in-memory worst value was written with the resolution
     assert book.open_alerts() == []
-    assert events(engine, alert.id) == [
+    assert db.events(alert.id) == [
         (None, "pending", "system", None),
         ("pending", "firing", "system", None),
         ("firing", "acknowledged", "张工", "已开启除湿机"),
@@ -361,7 +395,7 @@ def test_acknowledge_then_resolve_by_hand_records_who_and_why(book: AlertBook, e
 
 def test_an_acknowledged_alert_resolves_itself_when_the_room_is_safe_again(book: AlertBook) -> None:
     alert = firing(book)
-    book.acknowledge(alert.id, by="张工", comment="处理中", now=T0 + 11 * MIN)
+    book.acknowledge(alert.id, by="张工", comment="处理中", now=T0 + 11 * MIN).result(5)
     book.observe([humidity(57)], T0 + 12 * MIN)
     [t] = book.observe([humidity(57)], T0 + 17 * MIN)
     assert short(t) == "acknowledged>resolved!"
@@ -370,7 +404,7 @@ def test_an_acknowledged_alert_resolves_itself_when_the_room_is_safe_again(book:
 
 def test_a_hand_resolved_alert_whose_condition_still_holds_opens_a_new_one(book: AlertBook) -> None:
     alert = firing(book)
-    book.resolve(alert.id, by="张工", reason="误报", now=T0 + 11 * MIN)
+    book.resolve(alert.id, by="张工", reason="误报", now=T0 + 11 * MIN).result(5)
     [t] = book.observe([humidity(65)], T0 + 12 * MIN)
     assert short(t) == "new>pending" and t.alert.id != alert.id
     [t] = book.observe([humidity(65)], T0 + 22 * MIN)
@@ -396,35 +430,35 @@ def test_invalid_transitions_name_the_state(book: AlertBook, setup: str, action:
     elif setup != "pending":
         book.observe([humidity(65)], T0 + 10 * MIN)
         if setup == "acknowledged":
-            book.acknowledge(alert_id, by="张工", comment="", now=T0 + 11 * MIN)
+            book.acknowledge(alert_id, by="张工", comment="", now=T0 + 11 * MIN).result(5)
         elif setup == "resolved":
-            book.resolve(alert_id, by="张工", reason="检修", now=T0 + 11 * MIN)
+            book.resolve(alert_id, by="张工", reason="检修", now=T0 + 11 * MIN).result(5)
     with pytest.raises(
         InvalidTransition, match=error.format(id=alert_id).replace("(", r"\(").replace(")", r"\)")
     ) as info:
         if action == "acknowledge":
-            book.acknowledge(alert_id, by="王五", comment="收到", now=T0 + 12 * MIN)
+            book.acknowledge(alert_id, by="王五", comment="收到", now=T0 + 12 * MIN).result(5)
         else:
-            book.resolve(alert_id, by="王五", reason="已处理", now=T0 + 12 * MIN)
+            book.resolve(alert_id, by="王五", reason="已处理", now=T0 + 12 * MIN).result(5)
     assert info.value.state == setup
 
 
 def test_unknown_ids_and_missing_names_are_clear_errors(book: AlertBook) -> None:
     with pytest.raises(AlertNotFound, match="alert 999 does not exist"):
-        book.acknowledge(999, by="张工", comment="", now=T0)
+        book.acknowledge(999, by="张工", comment="", now=T0).result(5)
     with pytest.raises(AlertNotFound):
-        book.resolve(999, by="张工", reason="x", now=T0)
+        book.resolve(999, by="张工", reason="x", now=T0).result(5)
     with pytest.raises(KeyError):  # AlertNotFound is a KeyError, for the API's 404
         book.get(999)
     with pytest.raises(AlertNotFound):
         book.history(999)
     alert = firing(book)
     with pytest.raises(ValueError, match="person's name"):
-        book.acknowledge(alert.id, by=" ", comment="", now=T0 + 11 * MIN)
+        book.acknowledge(alert.id, by=" ", comment="", now=T0 + 11 * MIN).result(5)
     with pytest.raises(ValueError, match="needs a reason"):
-        book.resolve(alert.id, by="张工", reason="", now=T0 + 11 * MIN)
+        book.resolve(alert.id, by="张工", reason="", now=T0 + 11 * MIN).result(5)
     with pytest.raises(SilenceNotFound, match="silence 5 does not exist"):
-        book.delete_silence(5)
+        book.delete_silence(5).result(5)
 
 
 # -- silences and maintenance windows ------------------------------------------------------------
@@ -444,7 +478,7 @@ def test_unknown_ids_and_missing_names_are_clear_errors(book: AlertBook) -> None
     ],
 )
 def test_silences_suppress_notification_but_the_alert_is_recorded(
-    book: AlertBook, engine: Engine, matchers: dict[str, str], silenced: bool
+    book: AlertBook, db: Db, matchers: dict[str, str], silenced: bool
 ) -> None:
     book.add_silence(
         room=matchers.get("room"),
@@ -454,15 +488,15 @@ def test_silences_suppress_notification_but_the_alert_is_recorded(
         reason="更换传感器",
         created_by="张工",
         now=T0,
-    )
+    ).result(5)
     book.observe([humidity(65)], T0)
     [fired] = book.observe([humidity(65)], T0 + 10 * MIN)
     [rose] = book.observe([humidity(72)], T0 + 11 * MIN)
     book.observe([humidity(57)], T0 + 12 * MIN)
     [resolved] = book.observe([humidity(57)], T0 + 17 * MIN)
     assert [t.notify for t in (fired, rose, resolved)] == [not silenced] * 3
-    assert stored(engine, fired.alert.id).state == "resolved"  # recorded all the same
-    assert [to for _, to, _, _ in events(engine, fired.alert.id)] == [
+    assert db.stored(fired.alert.id).state == "resolved"  # recorded all the same
+    assert [to for _, to, _, _ in db.events(fired.alert.id)] == [
         "pending", "firing", "firing", "resolved",
     ]  # fmt: skip
 
@@ -470,7 +504,7 @@ def test_silences_suppress_notification_but_the_alert_is_recorded(
 def test_a_maintenance_window_silences_only_while_it_lasts(book: AlertBook) -> None:
     window = book.add_silence(
         room="r1", starts_at=T0 + 3600, ends_at=T0 + 7200, reason="空调检修", created_by="李主任", now=T0
-    )
+    ).result(5)
     assert book.list_silences(active=True, now=T0) == []
     assert book.list_silences(active=True, now=T0 + 3600) == [window]
     assert book.list_silences() == [window]
@@ -478,14 +512,14 @@ def test_a_maintenance_window_silences_only_while_it_lasts(book: AlertBook) -> N
     def fire_at(start: float) -> bool:
         book.observe([humidity(65)], start)
         [t] = book.observe([humidity(65)], start + 10 * MIN)
-        book.resolve(t.alert.id, by="张工", reason="测试", now=start + 11 * MIN)
+        book.resolve(t.alert.id, by="张工", reason="测试", now=start + 11 * MIN).result(5)
         return t.notify
 
     assert fire_at(T0) is True  # before the window
     assert fire_at(T0 + 3600) is False  # fires at +70 min, inside the window
     assert fire_at(T0 + 7200) is True  # fires at +130 min, after it
     assert book.is_silenced(room="r1", protection="damp", device="th-1", at=T0 + 3700)
-    book.delete_silence(window.id)
+    book.delete_silence(window.id).result(5)
     assert book.list_silences() == []
     assert not book.is_silenced(room="r1", protection="damp", device="th-1", at=T0 + 3700)
 
@@ -494,31 +528,34 @@ def test_a_silence_added_by_another_process_applies_after_the_refresh(
     engine: Engine, new_book: Callable[[], AlertBook]
 ) -> None:
     ours, theirs = new_book(), new_book()
-    ours.observe([humidity(65, room="r9")], T0)  # loads the (empty) silences
-    theirs.add_silence(room="r1", ends_at=T0 + 3600, reason="检修", created_by="张工", now=T0)
-    ours.observe([humidity(65)], T0 + 10)
-    [t] = ours.observe([humidity(65)], T0 + 10 * MIN + 10)  # > 30 s later: re-read
+    ours.observe([humidity(65, room="r9")], T0)  # loaded the (empty) silences at T0
+    theirs.add_silence(room="r1", ends_at=T0 + 3600, reason="检修", created_by="张工", now=T0).result(5)
+    ours.observe([humidity(65)], T0 + 10)  # within silence_refresh: not yet re-read
+    ours.observe([humidity(65)], T0 + 40)  # > 30 s later: the writer re-reads them (a tick does this)
+    ours.sync()
+    [t] = ours.observe([humidity(65)], T0 + 10 * MIN + 10)
     assert t.notify is False
 
 
 def test_a_silence_needs_a_matcher_a_window_and_a_reason(book: AlertBook) -> None:
     with pytest.raises(ValueError, match="a silence of everything is refused"):
-        book.add_silence(ends_at=T0 + 60, reason="x", created_by="张工", now=T0)
+        book.add_silence(ends_at=T0 + 60, reason="x", created_by="张工", now=T0).result(5)
     with pytest.raises(ValueError, match="must be after starts_at"):
-        book.add_silence(room="r1", starts_at=T0, ends_at=T0, reason="x", created_by="张工", now=T0)
+        book.add_silence(room="r1", starts_at=T0, ends_at=T0, reason="x", created_by="张工", now=T0).result(5)
     with pytest.raises(ValueError, match="a reason is required"):
-        book.add_silence(room="r1", ends_at=T0 + 60, reason=" ", created_by="张工", now=T0)
+        book.add_silence(room="r1", ends_at=T0 + 60, reason=" ", created_by="张工", now=T0).result(5)
 
 
 # -- restarts ----------------------------------------------------------------------------------------
 
 
 def test_a_hold_8_minutes_into_10_fires_2_minutes_after_a_restart(
-    new_book: Callable[[], AlertBook], engine: Engine
+    new_book: Callable[[], AlertBook], db: Db
 ) -> None:
     first = new_book()
     [opened] = first.observe([humidity(63)], T0)
     assert first.observe([humidity(64)], T0 + 8 * MIN) == []
+    db.drain()  # the writer keeps up within milliseconds
     del first  # kill -9: nothing is flushed
 
     second = new_book()
@@ -531,11 +568,12 @@ def test_a_hold_8_minutes_into_10_fires_2_minutes_after_a_restart(
 
 
 def test_a_clear_hold_survives_a_restart_and_nothing_is_duplicated(
-    new_book: Callable[[], AlertBook], engine: Engine
+    new_book: Callable[[], AlertBook], db: Db
 ) -> None:
     first = new_book()
     alert = firing(first)
     first.observe([humidity(57)], T0 + 12 * MIN)  # clear_since = 12 min
+    db.drain()
     del first
 
     second = new_book()
@@ -545,48 +583,58 @@ def test_a_clear_hold_survives_a_restart_and_nothing_is_duplicated(
     assert second.alerts() == [t.alert]
 
 
-def test_a_restart_without_load_still_never_opens_a_second_alert(engine: Engine, clock: ManualClock) -> None:
-    first = AlertBook(engine, clock=clock)
+def test_a_restart_without_load_still_never_opens_a_second_alert(
+    engine: Engine, clock: ManualClock, writers: list[RecordsWriter], db: Db
+) -> None:
+    writer = RecordsWriter(engine, clock=clock)
+    writer.start()
+    writers.append(writer)
+    first = AlertBook(engine, writer, clock=clock)
     firing(first)
-    second = AlertBook(engine, clock=clock)  # load() is implicit on the first observe
+    db.drain()
+    second = AlertBook(engine, writer, clock=clock)  # load() is implicit on the first observe
     assert second.observe([humidity(66)], T0 + 11 * MIN) == []
     assert len(second.alerts(state="active")) == 1
 
 
-def test_value_updates_are_written_at_most_once_a_minute_and_on_flush(
-    book: AlertBook, engine: Engine
-) -> None:
+def test_value_updates_are_written_at_most_once_a_minute_and_on_flush(book: AlertBook, db: Db) -> None:
     alert = firing(book, 63)
-    written = stored(engine, alert.id).version
+    written = db.stored(alert.id).version
     book.observe([humidity(66)], T0 + 10 * MIN + 30)
-    assert (stored(engine, alert.id).value, stored(engine, alert.id).version) == (63, written)
+    assert (db.stored(alert.id).value, db.stored(alert.id).version) == (63, written)
     assert book.open_alerts()[0].value == 66  # memory has it; the API reads memory for open alerts
     assert book.alerts(state="firing")[0].value == 66
     book.observe([humidity(64)], T0 + 11 * MIN)  # a minute after the last write
-    assert stored(engine, alert.id).value == 66
+    assert db.stored(alert.id).value == 66
     book.observe([humidity(67)], T0 + 11 * MIN + 1)
-    assert stored(engine, alert.id).value == 66
+    assert db.stored(alert.id).value == 66
     book.flush(T0 + 11 * MIN + 2)
-    assert stored(engine, alert.id).value == 67
+    assert db.stored(alert.id).value == 67
+    assert db.stored(alert.id).version == written + 2  # two value writes in all
 
 
-def test_nothing_is_written_when_nothing_changes(book: AlertBook, engine: Engine) -> None:
+def test_nothing_is_written_when_nothing_changes(book: AlertBook, db: Db) -> None:
     alert = firing(book, 63)
-    version = stored(engine, alert.id).version
+    version = db.stored(alert.id).version
     for second in range(1, 600, 5):  # the same reading again and again for ten minutes
         book.observe([humidity(63), humidity(40, device="th-2")], T0 + 10 * MIN + second)
-    assert stored(engine, alert.id).version == version
+    assert db.stored(alert.id).version == version
 
 
 def test_a_change_by_another_process_is_taken_not_overwritten(
-    new_book: Callable[[], AlertBook], engine: Engine
+    new_book: Callable[[], AlertBook], db: Db
 ) -> None:
     engine_book, api_book = new_book(), new_book()
     alert = firing(engine_book)
-    api_book.resolve(alert.id, by="张工", reason="现场确认正常", now=T0 + 11 * MIN)
-    # The engine's copy is stale: its next write meets the newer version and reloads.
-    engine_book.observe([humidity(72)], T0 + 12 * MIN)
-    assert stored(engine, alert.id).resolved_by == "张工"
+    db.drain()
+    api_book.resolve(alert.id, by="张工", reason="现场确认正常", now=T0 + 11 * MIN).result(5)
+    # The engine's copy is stale: its next write (a severity rise) meets the resolved row, writes
+    # nothing, and the book takes the database's version.
+    [rose] = engine_book.observe([humidity(72)], T0 + 12 * MIN)
+    assert short(rose) == "firing>firing!"
+    engine_book.sync()
+    assert db.stored(alert.id).resolved_by == "张工"
+    assert [e[1] for e in db.events(alert.id)] == ["pending", "firing", "resolved"]
     assert [a.id for a in engine_book.open_alerts()] == []
 
 
@@ -609,10 +657,14 @@ def test_two_books_observing_at_once_open_one_alert(new_book: Callable[[], Alert
     for t in threads:
         t.join(timeout=30)
     assert errors == []
-    opened = [t for r in results for t in r]
-    assert len(opened) == 1  # exactly one of them opened it (and will notify)
-    assert {b.open_alerts()[0].id for b in books} == {opened[0].alert.id}
-    assert len(books[0].alerts()) == 1
+    # Each decided from its own memory; the database keeps one alert, opened once, and every book
+    # follows that one once its writer has reported back.
+    assert [len(r) for r in results] == [1, 1, 1, 1]
+    for b in books:
+        b.sync()
+    [alert] = books[0].alerts()
+    assert {b.open_alerts()[0].id for b in books} == {alert.id}
+    assert len(books[0].history(alert.id)) == 1
 
 
 # -- listing ---------------------------------------------------------------------------------------
@@ -624,7 +676,7 @@ def test_alerts_filter_by_state_room_protection_and_since(book: AlertBook, clock
     book.observe([humidity(65, protection="mold")], T0)
     book.observe([humidity(50, protection="mold")], T0 + MIN)  # cancelled
     assert book.observe([humidity(66)], T0 + 20 * MIN) == []  # same fingerprint: merged into a
-    book.resolve(a.id, by="张工", reason="检修", now=T0 + 40 * MIN)
+    book.resolve(a.id, by="张工", reason="检修", now=T0 + 40 * MIN).result(5)
     clock.advance(3600)
 
     assert [x.room for x in book.alerts(state="active")] == ["r2"]
@@ -640,20 +692,31 @@ def test_alerts_filter_by_state_room_protection_and_since(book: AlertBook, clock
         book.alerts(state="open")
 
 
-def test_a_failed_write_leaves_memory_as_it_was_and_the_next_call_retries(
-    book: AlertBook, engine: Engine
+def test_a_write_the_database_refuses_waits_and_is_written_once_it_can_be(
+    book: AlertBook, db: Db, engine: Engine
 ) -> None:
     [opened] = book.observe([humidity(63)], T0)
+    db.drain()
     # Break the database for real: the transition's event row cannot be written.
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE alert_events RENAME TO alert_events_away")
-    with pytest.raises(OperationalError, match="alert_events"):
-        book.observe([humidity(63)], T0 + 10 * MIN)
-    assert [a.state for a in book.open_alerts()] == ["pending"]
-    assert stored(engine, opened.alert.id).state == "pending"  # the whole transaction was rolled back
+    # Memory decides at once; the writer keeps the write and retries it.
+    [t] = book.observe([humidity(63)], T0 + 10 * MIN)
+    assert short(t) == "pending>firing!"
+    assert [a.state for a in book.open_alerts()] == ["firing"]
+    assert book.alerts(state="firing")[0].id == opened.alert.id  # the API shows memory's state
+    writer = db.writers[0]
+    deadline = __import__("time").monotonic() + 10
+    while writer.stats.retries < 2:
+        assert __import__("time").monotonic() < deadline, "the write was not retried"
+        __import__("time").sleep(0.01)
+    assert writer.failing and "alert_events" in (writer.stats.last_error or "")
+    with make_sessionmaker(engine)() as session:
+        row = repo.get_alert(session, alert_id=opened.alert.id)
+    assert row is not None and row.state == "pending"  # the whole transaction was rolled back
 
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE alert_events_away RENAME TO alert_events")
-    [t] = book.observe([humidity(63)], T0 + 11 * MIN)
-    assert short(t) == "pending>firing!" and t.alert.id == opened.alert.id
-    assert stored(engine, opened.alert.id).state == "firing"
+    assert db.stored(opened.alert.id).state == "firing"
+    assert [e[1] for e in db.events(opened.alert.id)] == ["pending", "firing"]
+    assert not writer.failing

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import zoneinfo
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -28,15 +27,13 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import Engine
 
 from core.clock import ManualClock
 from core.config import Config, ModbusPoint, MqttPoint, load_config, parse_duration
 from core.types import DeviceStatus, Reading
 from core.validate import check_mqtt
-from rules.engine import RulesEngine, bind_evaluators
 from rules.lifecycle import AlertBook, Transition
-from store.db import make_engine, migrate
+from tests.support import build, opened
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p for p in (ROOT / "tests" / "scenarios").iterdir() if (p / "expected.yaml").exists())
@@ -97,24 +94,6 @@ def show_at(epoch: float, tz: zoneinfo.ZoneInfo) -> str:
 
 
 # -- the timeline ---------------------------------------------------------------------------------
-
-
-def offline_by_room(health: Iterable[Health]) -> dict[str, frozenset[str]]:
-    """What the pipeline's unavailable() gives the engine: per room, devices offline or faulty."""
-    out: dict[str, set[str]] = {}
-    for h in health:
-        if h.status in (DeviceStatus.OFFLINE, DeviceStatus.FAULTY):
-            out.setdefault(h.room, set()).add(h.id)
-    return {room: frozenset(ids) for room, ids in out.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """A device's collector status, as the pipeline's health list gives it to the engine."""
-
-    id: str
-    room: str
-    status: DeviceStatus
 
 
 @dataclass(slots=True)
@@ -360,14 +339,6 @@ def _dump(rows: list[dict[str, Any]]) -> str:
 # -- the runner -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/bafang.db")
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def _case(folder: Path) -> Any:
     """A scenario; one with a ``known-bug.txt`` is expected to fail its assertions until the bug is fixed
     (strictly: it turns red once it passes, so that the file is removed; a malformed file still errors)."""
@@ -381,7 +352,7 @@ def _case(folder: Path) -> Any:
 
 
 @pytest.mark.parametrize("folder", [_case(s) for s in SCENARIOS])
-def test_scenario(folder: Path, db: Engine) -> None:
+async def test_scenario(folder: Path, tmp_path: Path) -> None:
     cfg = load_config(folder / "devices.yaml", environ={})
     tz = zoneinfo.ZoneInfo(cfg.site.timezone)
     timeline = load_timeline(folder, cfg, tz)
@@ -410,43 +381,54 @@ def test_scenario(folder: Path, db: Engine) -> None:
         snapshots[last_of_second[second]] = snap
 
     clock = ManualClock(min(timeline))
-    book = AlertBook(db, clock=clock)
-    book.load()
-    health: dict[str, Health] = {}
-    rules = RulesEngine(
-        cfg, book, bind_evaluators(cfg), clock=clock, offline=lambda: offline_by_room(health.values())
-    )
+    async with opened(build(cfg, tmp_path, clock=clock)) as services:
+        book, rules, pipeline = services.book, services.rules, services.pipeline
+        actual: list[dict[str, Any]] = []
+        seen: dict[int, list[tuple[float, str | None, str]]] = {}  # alert id → (at, from, to) as reported
+        got_states: list[dict[str, Any]] = []
+        want_states: list[dict[str, Any]] = []
+        for at, instant in timeline.items():
+            clock.advance(at - clock.now())
+            for device_id, status in instant.status.items():
+                pipeline.status(device_id, status, None, at)  # what the collector tells the pipeline
+            touched = rules.ingest(instant.readings)
+            if instant.tick:
+                transitions = rules.evaluate(at)
+            elif touched:  # in config order, so that transitions of several rooms come in a stable order
+                transitions = rules.evaluate(at, [r.id for r in cfg.rooms if r.id in touched])
+            else:
+                transitions = []
+            for action in instant.actions:
+                transitions.append(_act(book, cfg, action, at))
+            for t in transitions:
+                actual.append(_row(t, tz, at))
+                from_state = None if t.from_state is None else str(t.from_state)
+                seen.setdefault(t.alert.id, []).append((at, from_state, str(t.to_state)))
+            if at in snapshots:
+                want = {k: v for k, v in snapshots[at].items() if k != "at"}
+                got = {
+                    room: {
+                        p.protection: str(p.state) for p in rules.protections(room) if p.protection in states
+                    }
+                    for room, states in want.items()
+                }
+                got_states.append({"at": show_at(round(at), tz), **got})
+                want_states.append({"at": show_at(round(at), tz), **want})
+        check(folder, expected_doc, expected, actual, got_states, want_states, seen, book, tz)
 
-    actual: list[dict[str, Any]] = []
-    seen: dict[int, list[tuple[float, str | None, str]]] = {}  # alert id → (at, from, to) as reported
-    got_states: list[dict[str, Any]] = []
-    want_states: list[dict[str, Any]] = []
-    for at, instant in timeline.items():
-        clock.advance(at - clock.now())
-        for device_id, status in instant.status.items():
-            health[device_id] = Health(device_id, cfg.device(device_id).room, status)
-        touched = rules.ingest(instant.readings)
-        if instant.tick:
-            transitions = rules.evaluate(at)
-        elif touched:  # in config order, so that transitions of several rooms come in a stable order
-            transitions = rules.evaluate(at, [r.id for r in cfg.rooms if r.id in touched])
-        else:
-            transitions = []
-        for action in instant.actions:
-            transitions.append(_act(book, cfg, action, at))
-        for t in transitions:
-            actual.append(_row(t, tz, at))
-            from_state = None if t.from_state is None else str(t.from_state)
-            seen.setdefault(t.alert.id, []).append((at, from_state, str(t.to_state)))
-        if at in snapshots:
-            want = {k: v for k, v in snapshots[at].items() if k != "at"}
-            got = {
-                room: {p.protection: str(p.state) for p in rules.protections(room) if p.protection in states}
-                for room, states in want.items()
-            }
-            got_states.append({"at": show_at(round(at), tz), **got})
-            want_states.append({"at": show_at(round(at), tz), **want})
 
+def check(
+    folder: Path,
+    expected_doc: dict[str, Any],
+    expected: list[dict[str, Any]],
+    actual: list[dict[str, Any]],
+    got_states: list[dict[str, Any]],
+    want_states: list[dict[str, Any]],
+    seen: dict[int, list[tuple[float, str | None, str]]],
+    book: AlertBook,
+    tz: zoneinfo.ZoneInfo,
+) -> None:
+    """The scenario's transitions, protection states, open alerts and recorded history are as expected."""
     projected = [_project(a, expected[i] if i < len(expected) else None, tz) for i, a in enumerate(actual)]
     assert projected == expected, f"{folder.name}: transitions differ; actual:\n{_dump(projected)}"
     assert got_states == want_states, f"{folder.name}: protection states differ"
@@ -463,6 +445,7 @@ def test_scenario(folder: Path, db: Engine) -> None:
         ]
         assert open_now == (expected_doc["active"] or []), f"{folder.name}: open alerts at the end differ"
     # Every transition reported was recorded, with its time, and nothing else was.
+    book.sync()
     for alert_id, reported in seen.items():
         recorded = [(e.at, e.from_state, e.to_state) for e in book.history(alert_id)]
         assert recorded == reported, f"{folder.name}: alert {alert_id} history differs from its transitions"
@@ -483,9 +466,11 @@ def _act(book: AlertBook, cfg: Config, action: dict[str, Any], at: float) -> Tra
         raise ScenarioError(f"timeline: {verb}: {action[verb]!r} matches {len(match)} open alerts, not 1")
     before = match[0]
     if verb == "ack":
-        after = book.acknowledge(before.id, by=action["by"], comment=action.get("comment", ""), now=at)
+        after = book.acknowledge(
+            before.id, by=action["by"], comment=action.get("comment", ""), now=at
+        ).result(10)
     else:
-        after = book.resolve(before.id, by=action["by"], reason=action.get("reason", ""), now=at)
+        after = book.resolve(before.id, by=action["by"], reason=action.get("reason", ""), now=at).result(10)
     return Transition(after, before.state, after.state, notify=False)
 
 

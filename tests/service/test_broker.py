@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collectors.mqtt import MqttCollector
 from core.config import MqttBroker, MqttDevice
-from core.types import Ack, DeviceStatus, Reading, Rejection
+from core.types import Ack, Delivery, DeviceStatus, Reading, Rejection
 from service.broker import EmbeddedBroker
 
 
@@ -36,7 +36,12 @@ class Sink:
         self.readings: list[Reading] = []
 
     def submit(
-        self, readings: Sequence[Reading], rejections: Sequence[Rejection] = (), *, ack: Ack | None = None
+        self,
+        readings: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        ack: Ack | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         with self.lock:
             self.readings.extend(readings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,17 +16,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import alerts as repo
-from store.alerts import AlertRecord, NewAlert, NewEvent
+from store.alerts import Alert, AlertRecord, NewEvent
 from store.db import alembic_config, make_engine, make_sessionmaker, migrate
 from store.records import Base, to_datetime
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 FP = "damp|humidity_high|r1|th-1"
-ALERT_TABLES = {"alerts", "alert_events", "silences"}
+ALERT_TABLES = {"alerts", "alert_events", "silences", "id_blocks"}
+_IDS = itertools.count(1)
 
 
 def new(
     *,
+    alert_id: int | None = None,
     started_at: float = T0,
     value: float | None = 63.0,
     threshold: float | None = 60.0,
@@ -33,10 +36,11 @@ def new(
     state: str = "pending",
     message: str = "一号库房 湿度 63.0%RH 超过上限 60%",
     fingerprint: str = FP,
-) -> NewAlert:
-    """An observation of the humidity rule."""
+) -> Alert:
+    """An observation of the humidity rule, with an id of its own (as the lifecycle reserves them)."""
     protection, rule, room, device = fingerprint.split("|")
-    return NewAlert(
+    return Alert(
+        id=next(_IDS) if alert_id is None else alert_id,
         fingerprint=fingerprint,
         protection=protection,
         rule=rule,
@@ -46,9 +50,18 @@ def new(
         state=state,
         started_at=started_at,
         fired_at=started_at if state == "firing" else None,
+        acknowledged_at=None,
+        acknowledged_by=None,
+        comment=None,
+        resolved_at=None,
+        resolved_by=None,
+        resolve_reason=None,
         value=value,
         threshold=threshold,
         message=message,
+        clear_since=None,
+        updated_at=started_at,
+        version=0,
     )
 
 
@@ -205,7 +218,7 @@ def test_after_resolution_the_same_fingerprint_opens_a_new_alert(sessions: sessi
 def test_concurrent_upserts_on_separate_connections_open_one_alert(engine: Engine, threads: int) -> None:
     sessions = make_sessionmaker(engine)
     barrier = threading.Barrier(threads)
-    results: list[tuple[repo.StoredAlert, bool]] = []
+    results: list[tuple[Alert, bool]] = []
     errors: list[BaseException] = []
 
     def observe(i: int) -> None:
@@ -231,6 +244,41 @@ def test_concurrent_upserts_on_separate_connections_open_one_alert(engine: Engin
         [alert] = repo.find_alerts(session)
         assert (alert.started_at, alert.value, alert.version) == (T0, 60.0 + threads - 1, threads - 1)
         assert len(repo.alert_events(session, alert_id=alert.id)) == 1
+
+
+def test_alert_ids_are_reserved_in_blocks_that_never_overlap(engine: Engine) -> None:
+    sessions = make_sessionmaker(engine)
+    # Alerts stored before the id counter existed: the migration starts the counter past them.
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    with sessions.begin() as session:
+        repo.upsert_open_alert(session, alert=new(alert_id=41), at=T0)
+    migrate(engine)
+    blocks: list[range] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def reserve() -> None:
+        try:
+            barrier.wait(timeout=10)
+            with sessions.begin() as session:
+                blocks.append(repo.reserve_alert_ids(session, count=50))
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=reserve) for _ in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert errors == [] and len(blocks) == 6
+    ids = [i for b in blocks for i in b]
+    assert len(ids) == len(set(ids)) == 300  # concurrent reservations never overlap
+    assert min(ids) == 42
+    with sessions.begin() as session:
+        assert min(repo.reserve_alert_ids(session, count=1)) > max(ids)
+        with pytest.raises(ValueError, match="at least one"):
+            repo.reserve_alert_ids(session, count=0)
 
 
 def test_find_alerts_filters_and_orders_newest_first(sessions: sessionmaker[Session]) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from core.clock import ManualClock
-from core.types import DeviceStatus, Reading, Reason, Rejection
+from core.types import Delivery, DeviceStatus, Reading, Reason, Rejection
 from store.ingest import DeviceInfo, Pipeline
 from store.sqlite import SqliteReadingStore
-from store.timeseries import StoreError, WriteResult
+from store.timeseries import Redelivery, StoreError, WriteResult
 
 
 def reading(
@@ -30,11 +30,18 @@ class RefusingStore(SqliteReadingStore):
         super().__init__(path)
         self.failures = failures
 
-    async def write(self, batch: Sequence[Reading], rejections: Sequence[Rejection] = ()) -> WriteResult:
+    async def write(
+        self,
+        batch: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        delivered: Sequence[Delivery] = (),
+        redelivered: Sequence[Redelivery] = (),
+    ) -> WriteResult:
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("disk I/O error")
-        return await super().write(batch, rejections)
+        return await super().write(batch, rejections, delivered=delivered, redelivered=redelivered)
 
 
 async def wait_for(predicate: object, limit: float = 5.0) -> None:
@@ -113,19 +120,27 @@ async def test_a_redelivered_message_is_stored_once_counted_once_and_seen_once(t
         seen.extend(batch)
 
     pipeline.add_listener(listener)
-    bad = Rejection(
-        "th-1", "humidity", Reason.OUT_OF_RANGE, "humidity: 120 outside 0…100", 5.0, key="17:ab12"
-    )
-    for dup in (False, True):  # the same message, delivered again after a crash before its ack
-        pipeline.submit([reading(1)], [replace(bad, redelivered=dup)], ack=lambda: None)
-        await pipeline.flush()
-    assert dict(pipeline.devices()[0].rejected) == {"out_of_range": 1}
-    # The same packet id and payload much later, on a first delivery: another message, counted.
-    pipeline.submit([], [replace(bad, time=9.0)], ack=lambda: None)
+    bad = Rejection("th-1", "humidity", Reason.OUT_OF_RANGE, "humidity: 120 outside 0…100", 5.0)
+    # The same message delivered again after a crash before its ack: a payload without a time, so the
+    # redelivery is stamped anew on arrival; recognised by its packet id and digest all the same.
+    first = Delivery(17, 0x5EED, redelivered=False)
+    pipeline.submit([reading(1)], [bad], ack=lambda: None, delivery=first)
+    await pipeline.flush()
+    again = replace(first, redelivered=True)
+    pipeline.submit([replace(reading(1), time=reading(1).time + 40)], [bad], ack=lambda: None, delivery=again)
     await pipeline.flush()
     assert seen == [reading(1)]
+    assert dict(pipeline.devices()[0].rejected) == {"out_of_range": 1}
+    # A redelivery of a message never stored (lost on its way before the crash) is stored.
+    lost = Delivery(18, 0xF00D, redelivered=True)
+    pipeline.submit([reading(2)], [replace(bad, time=9.0)], ack=lambda: None, delivery=lost)
+    # Another message under the same packet id (reused after its ack) is another message.
+    reused = Delivery(17, 0xBEEF, redelivered=False)
+    pipeline.submit([reading(3)], ack=lambda: None, delivery=reused)
+    await pipeline.flush()
+    assert sorted(seen, key=lambda r: r.time) == [reading(1), reading(2), reading(3)]
     assert dict(pipeline.devices()[0].rejected) == {"out_of_range": 2}
-    # A rejection without a key (a Modbus poll) is counted every time.
+    # A rejection of a poll is counted every time.
     pipeline.reject(
         Rejection("th-1", "humidity", Reason.FAULT_CODE, "humidity: sensor fault code 0x7FFF", 6.0)
     )
@@ -136,21 +151,57 @@ async def test_a_redelivered_message_is_stored_once_counted_once_and_seen_once(t
     assert dict(pipeline.devices()[0].rejected) == {"out_of_range": 2, "fault_code": 2}
     await store.close()
 
-    # The counts are the store's: a new process starts from them.
-    again = SqliteReadingStore(tmp_path / "r.db")
-    await again.open()
-    restarted = Pipeline(again, devices=[DeviceInfo("th-1", "r1", "mqtt")])
+    # The counts and the deliveries are the store's: a new process starts from them.
+    again_store = SqliteReadingStore(tmp_path / "r.db")
+    await again_store.open()
+    restarted = Pipeline(again_store, devices=[DeviceInfo("th-1", "r1", "mqtt")])
     await restarted.load_counts()
     (health,) = restarted.devices()
     assert dict(health.rejected) == {"out_of_range": 2, "fault_code": 2}
     assert health.last_rejection == "humidity: 120 outside 0…100"  # the latest, at t = 9
-    await again.close()
+    restarted.submit([reading(9)], ack=lambda: None, delivery=replace(reused, redelivered=True))
+    await restarted.flush()
+    assert restarted.stored == 0  # the message stored before the restart, delivered again after it
+    await again_store.close()
+
+
+async def test_distinct_readings_in_one_millisecond_are_never_merged(tmp_path: Path) -> None:
+    # 50 sensors behind one gateway, a backlog drained at full speed: readings of one series that share
+    # a millisecond. A distinct value is its own reading, stored a millisecond on; the same value at the
+    # same time again (a retained copy, a gateway's resend) is the same reading: stored once, counted.
+    store = SqliteReadingStore(tmp_path / "r.db")
+    await store.open()
+    pipeline = Pipeline(store, batch_size=300)
+    t = 1_767_225_600.123
+    for i in range(1000):
+        r = Reading(f"th-{i % 50}", "r1", "temperature", 20.0 + (i % 7) / 10, "°C", t)
+        pipeline.submit([r], ack=lambda: None, delivery=Delivery(i + 1, i, redelivered=False))
+    while pipeline.pending:
+        assert await pipeline.flush()
+    # Each sensor sent 20 readings at t with 7 distinct values (50 ≡ 1 mod 7).
+    assert pipeline.stored == 50 * 7
+    same = Reading("th-0", "r1", "temperature", 20.0, "°C", t)  # th-0's first reading, once more
+    pipeline.submit([same], ack=lambda: None, delivery=Delivery(2000, 1, redelivered=False))
+    await pipeline.flush()
+    assert pipeline.stored == 350
+    counts = await store.rejection_counts()
+    assert sum(reasons["duplicate"][0] for reasons in counts.values()) == 1000 + 1 - 350
+    history = [
+        p
+        for dev in range(50)
+        for p in await store.history(device=f"th-{dev}", metric="temperature", start=t - 1, end=t + 10)
+    ]
+    assert len(history) == 350
+    th0 = await store.history(device="th-0", metric="temperature", start=t - 1, end=t + 10)
+    assert [round(p.time - t, 3) for p in th0] == [0.0, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006]
+    assert sorted(p.mean for p in th0) == [20.0, 20.1, 20.2, 20.3, 20.4, 20.5, 20.6]
+    await store.close()
 
 
 async def test_rejections_are_counted_per_reason_once_stored(tmp_path: Path) -> None:
     store = SqliteReadingStore(tmp_path / "r.db")
     await store.open()
-    pipeline = Pipeline(store, devices=[DeviceInfo("th-1", "r1", "modbus-tcp", 30.0)])
+    pipeline = Pipeline(store, devices=[DeviceInfo("th-1", "r1", "modbus-tcp", 90.0)])
     for i in range(5):
         pipeline.reject(
             Rejection("th-1", "humidity", Reason.OUT_OF_RANGE, f"humidity: {120 + i} outside 0…100", 1.0 + i)
@@ -174,7 +225,7 @@ async def test_device_health_edges_and_silence(tmp_path: Path) -> None:
     pipeline = Pipeline(
         store,
         clock=clock,
-        devices=[DeviceInfo("door-1", "r1", "mqtt", 60.0), DeviceInfo("th-1", "r1", "modbus-tcp", 30.0)],
+        devices=[DeviceInfo("door-1", "r1", "mqtt", 180.0), DeviceInfo("th-1", "r1", "modbus-tcp", 90.0)],
     )
     assert {h.id: h.status for h in pipeline.devices()} == {
         "door-1": DeviceStatus.UNKNOWN,
@@ -191,7 +242,7 @@ async def test_device_health_edges_and_silence(tmp_path: Path) -> None:
     )
     clock.advance(179)
     assert {h.id: h for h in pipeline.devices()}["door-1"].status is DeviceStatus.ONLINE
-    clock.advance(2)  # three expected reports missed
+    clock.advance(2)  # three expected reports (60 s apart) missed
     silent = {h.id: h for h in pipeline.devices()}["door-1"]
     assert silent.status is DeviceStatus.OFFLINE and silent.last_error == "no valid reading for 181 s"
     # A device first heard on a wildcard topic is known from then on, with its room.

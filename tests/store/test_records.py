@@ -23,8 +23,17 @@ from store.records import (
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 CST = timezone(timedelta(hours=8))  # China Standard Time
-TABLES = {"alembic_version", "rooms", "devices", "rejections", "alerts", "alert_events", "silences"}
-HEAD = "0002"  # the newest migration
+TABLES = {
+    "alembic_version",
+    "rooms",
+    "devices",
+    "rejections",
+    "alerts",
+    "alert_events",
+    "silences",
+    "id_blocks",
+}
+HEAD = "0003"  # the newest migration
 
 ROOMS = [Room(id="r1", name="一号库房", kind="paper"), Room(id="r2", name="特藏库", kind="special")]
 DEVICES = [
