@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.deps import Graph, PipelineDep
+from api.deps import Graph, PipelineDep, WriterDep
 from api.routers import alerts, devices, protections, readings
 from api.schemas import Health
 
@@ -33,9 +33,15 @@ def create_app(services: Graph) -> FastAPI:
     app.state.services = services
 
     @app.get("/healthz", response_model=Health, tags=["health"])
-    async def healthz(pipeline: PipelineDep) -> Health:
-        """200 while the service runs."""
-        return Health(readings_pending=pipeline.pending, readings_stored=pipeline.stored)
+    async def healthz(pipeline: PipelineDep, writer: WriterDep) -> Health:
+        """200 while the service runs; what waits to be stored, readings and records."""
+        waiting = writer.waiting_for
+        return Health(
+            readings_pending=pipeline.pending,
+            readings_stored=pipeline.stored,
+            records_pending=writer.pending,
+            records_waiting=round(waiting, 1) if waiting is not None else None,
+        )
 
     app.include_router(devices.router)
     app.include_router(readings.router)

@@ -19,6 +19,7 @@ from rules.engine import RulesEngine
 from rules.lifecycle import AlertBook
 from store.ingest import Pipeline
 from store.timeseries import ReadingStore
+from store.writer import RecordsWriter
 
 
 class Graph(Protocol):
@@ -41,6 +42,9 @@ class Graph(Protocol):
 
     @property
     def rules(self) -> RulesEngine: ...
+
+    @property
+    def writer(self) -> RecordsWriter: ...
 
 
 def graph(request: Request) -> Graph:
@@ -73,12 +77,17 @@ def _rules(request: Request) -> RulesEngine:
     return graph(request).rules
 
 
+def _writer(request: Request) -> RecordsWriter:
+    return graph(request).writer
+
+
 ConfigDep = Annotated[Config, Depends(_config)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
 ReadingsDep = Annotated[ReadingStore, Depends(_readings)]
 BookDep = Annotated[AlertBook, Depends(_book)]
 RulesDep = Annotated[RulesEngine, Depends(_rules)]
+WriterDep = Annotated[RecordsWriter, Depends(_writer)]
 
 
 def site_epoch(value: datetime, config: Config) -> float:

@@ -25,6 +25,8 @@ class Health(BaseModel):
     status: str = "ok"
     readings_pending: int
     readings_stored: int
+    records_pending: int = Field(description="records (alert transitions, device health) not yet written")
+    records_waiting: float | None = Field(description="seconds the records database has kept a write waiting")
 
 
 class DevicePublic(BaseModel):

@@ -42,6 +42,7 @@ T = TypeVar("T")
 
 BACKOFF_MIN = 0.2  # seconds before the first retry of a failed transaction
 BACKOFF_MAX = 10.0
+SLOW_WRITE = 10.0  # a write that waits this long for the database is logged (once) by the next submit
 
 
 def transient(exc: BaseException) -> bool:
@@ -97,6 +98,8 @@ class RecordsWriter:
         self._queue: deque[_Job[Any]] = deque()
         self._keyed: dict[Hashable, _Job[Any]] = {}
         self._busy = False
+        self._busy_since: float | None = None  # clock's monotonic time the running write started
+        self._slow_logged = False
         self._closing = False
         self._stop_now = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,6 +150,7 @@ class RecordsWriter:
         with self._cond:
             if self._closing and self._thread is None:
                 raise RuntimeError(f"records {self._where}: writer is closed")
+            self._check_slow()
             if key is not None:
                 old = self._keyed.get(key)
                 if old is not None and not old.started:
@@ -162,6 +166,28 @@ class RecordsWriter:
                 self._keyed[key] = job
             self._cond.notify()
         return future
+
+    def _check_slow(self) -> None:
+        """Say once when the running write has waited SLOW_WRITE s (a database that blocks without
+        refusing, such as a lock on PostgreSQL, gives the writer no error to report). Holds _cond."""
+        since = self._busy_since
+        if since is None or self._slow_logged:
+            return
+        waited = self._clock.monotonic() - since
+        if waited >= SLOW_WRITE:
+            self._slow_logged = True
+            log.warning(
+                "records %s: a write has waited %.0f s for the database; %d writes wait behind it",
+                self._where,
+                waited,
+                len(self._queue) - 1,
+            )
+
+    @property
+    def waiting_for(self) -> float | None:
+        """How long the running write has been waiting for the database (None when idle)."""
+        since = self._busy_since
+        return None if since is None else self._clock.monotonic() - since
 
     @property
     def pending(self) -> int:
@@ -199,12 +225,21 @@ class RecordsWriter:
                 if job.key is not None and self._keyed.get(job.key) is job:
                     del self._keyed[job.key]
                 self._busy = True
+                self._busy_since = self._clock.monotonic()
             try:
                 self._execute(job)
             finally:
                 with self._cond:
                     self._queue.popleft()
                     self._busy = False
+                    if self._slow_logged:
+                        log.info(
+                            "records %s: the database answered after %.0f s",
+                            self._where,
+                            self._clock.monotonic() - (self._busy_since or 0.0),
+                        )
+                    self._busy_since = None
+                    self._slow_logged = False
                     self._cond.notify_all()
 
     def _execute(self, job: _Job[Any]) -> None:

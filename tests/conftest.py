@@ -16,11 +16,13 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or (
@@ -237,6 +239,31 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+# A records database on the real PostgreSQL: each test gets its own schema (search_path set through the
+# connection options), dropped afterwards, so test runs never see each other's tables. PostgreSQL must be
+# reachable (CI starts it): when it is not, the postgres tests fail, they do not skip.
+POSTGRES_URL = os.environ.get("BAFANG_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable (CI starts it): {exc}", pytrace=False)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL of the test database whose search_path is a fresh, empty schema."""
+    schema = f"bafang_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with _admin() as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -45,29 +45,29 @@ site: {{name: 测试档案室, timezone: Asia/Shanghai}}
 mqtt: {{url: "mqtt://{broker.host}:{broker.port}", client_id: "bafang-{tag}", protocol: "{protocol}"}}
 storage:
   database: "sqlite:///{tmp_path}/bafang.db"
-  timeseries: {{backend: sqlite, flush_interval: 100ms}}
+  timeseries: {{backend: sqlite, path: "{tmp_path}/readings.db", flush_interval: 100ms}}
 rooms:
   - id: r1
     name: 一号库房
     kind: paper
     # A short hold so that a restart can land inside it.
     thresholds: {{humidity: {{max: 58, for: {HOLD:g}s}}}}
-# stale_after: a killed service leaves a gap in the readings; monitoring lost is not what these tests
-# are about, and an alert of its own for the gap would blur "nothing duplicated, nothing lost".
+# No stale_after: a killed or restarted service leaves a gap in the readings, and a restart must not
+# take that gap for silent sensors (every device gets its missed intervals again from the start).
 devices:
   - id: th-1
     room: r1
     modbus: {{host: 127.0.0.1, port: {modbus_port}, unit: {TH_UNIT}, timeout: 500ms}}
     poll: 500ms
     points:
-      - {{metric: humidity, address: 0, scale: 0.1, stale_after: 60s}}
-      - {{metric: temperature, address: 1, type: int16, scale: 0.1, stale_after: 60s}}
+      - {{metric: humidity, address: 0, scale: 0.1}}
+      - {{metric: temperature, address: 1, type: int16, scale: 0.1}}
   - id: di-1
     room: r1
     modbus: {{host: 127.0.0.1, port: {modbus_port}, unit: {DI_UNIT}, timeout: 500ms}}
     poll: 500ms
     points:
-      - {{metric: smoke, address: 0, table: discrete, stale_after: 60s}}
+      - {{metric: smoke, address: 0, table: discrete}}
   - id: leak-1
     room: r1
     mqtt: {{topic: e2e/{tag}/leak-1}}
@@ -365,6 +365,60 @@ async def test_a_hold_survives_kill_9_and_fires_on_time_with_nothing_duplicated_
             assert await second.alerts(state="cancelled") == []
             states = {p["protection"]: p["state"] for p in await second.get("/api/v1/protections", room="r1")}
             assert (states["fire"], states["damp"]) == ("alarm", "warning")
+            assert await second.stop() == 0, second.output
+    finally:
+        await sim.stop()
+
+
+async def test_a_restart_and_a_reload_raise_no_alert(tmp_path: Path, mosquitto: MqttTestBroker) -> None:
+    # A quiet room, polled every 500 ms: three missed polls (1.5 s) would be "monitoring lost".
+    sim, port = await start_simulator(rh=50.0, t=20.0, smoke=False)
+    tag = uuid.uuid4().hex[:8]
+    config = write_config(tmp_path, mosquitto, port, tag)
+    try:
+        async with running(config) as first:
+
+            async def polled() -> bool:
+                latest = await first.get("/api/v1/readings/latest", device="th-1")
+                return len(latest) == 2
+
+            await eventually(polled, 15, "th-1 polled")
+            assert await first.stop() == 0, first.output
+        await asyncio.sleep(3.0)  # down for twice the monitoring window: the stored readings are old
+        async with running(config) as second:
+
+            async def fresh() -> bool:
+                latest = await second.get("/api/v1/readings/latest", device="th-1")
+                return bool(latest) and all(time.time() - epoch(r["time"]) < 1.5 for r in latest)
+
+            await eventually(fresh, 15, "fresh readings after the restart")
+            await asyncio.sleep(2.0)  # more than the monitoring window since the restart, polls flowing
+            assert await second.alerts() == [], "a restart raised an alert"
+            assert await second.alerts(state="cancelled") == []
+            # A reload with a changed configuration: the room gets a new name.
+            text = config.read_text(encoding="utf-8")
+            config.write_text(text.replace("一号库房", "一号档案库房"), encoding="utf-8")
+            second.service.proc.send_signal(signal.SIGHUP)
+
+            async def reloaded() -> bool:
+                rooms = await second.get("/api/v1/rooms")
+                return bool(rooms) and rooms[0]["name"] == "一号档案库房"
+
+            await eventually(reloaded, 20, "the reloaded configuration")
+            await asyncio.sleep(2.0)
+            assert await second.alerts() == [], "a reload raised an alert"
+            assert await second.alerts(state="cancelled") == []
+            # A configuration with a mistake is refused, and the service goes on as it was.
+            text = config.read_text(encoding="utf-8")
+            config.write_text(text.replace("kind: paper", "kind: papper"), encoding="utf-8")
+            second.service.proc.send_signal(signal.SIGHUP)
+
+            async def refused() -> bool:
+                return "reload refused" in second.output
+
+            await eventually(refused, 20, "the refused reload")
+            assert (await second.get("/api/v1/rooms"))[0]["name"] == "一号档案库房"
+            assert await second.get("/healthz")
             assert await second.stop() == 0, second.output
     finally:
         await sim.stop()

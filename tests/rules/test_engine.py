@@ -205,3 +205,40 @@ async def test_batches_are_evaluated_at_once_when_idle_and_coalesced_under_load(
                 break
             await asyncio.sleep(0.01)
         assert rules.evaluations == done + len(evaluators["r1"])  # r1 once, for both batches
+
+
+async def test_a_restart_gives_every_device_its_missed_intervals_before_monitoring_is_lost(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(MONDAY_10H)
+    async with opened(build(CONFIG, tmp_path, clock=clock)) as s:
+        s.pipeline.submit(climate(20.0, 52.0, clock.now()))
+        assert await s.pipeline.flush()
+        assert [t.alert.protection for t in s.rules.tick()] == []
+    clock.advance(3600)  # the service was down for an hour: the stored readings are an hour old
+    async with opened(build(CONFIG, tmp_path, clock=clock)) as s:
+        # Warm-up evaluated the old readings: no "monitoring lost" for a restart.
+        assert s.book.open_alerts() == []
+        clock.advance(85)  # th-1 polls every 30 s: three intervals are 90 s since the start
+        assert [t.alert.device for t in s.rules.tick() if t.alert.protection == "monitoring"] == ["di-1"]
+        clock.advance(10)
+        lost = [(t.alert.protection, t.alert.device) for t in s.rules.tick()]
+        assert ("monitoring", "th-1") in lost  # silent since the start for three intervals
+
+
+MISSED = CONFIG.replace(
+    "site: {timezone: Asia/Shanghai}",
+    "site: {timezone: Asia/Shanghai}\nthresholds: {monitoring: {missed_intervals: 5}}",
+)
+
+
+async def test_missed_intervals_decides_when_monitoring_is_lost(tmp_path: Path) -> None:
+    clock = ManualClock(MONDAY_10H)
+    async with opened(build(MISSED, tmp_path, clock=clock)) as s:
+        s.rules.ingest(climate(20.0, 52.0, clock.now()))
+        clock.advance(140)  # more than 3 × 30 s, less than 5 × 30 s
+        silent = [t.alert.device for t in s.rules.tick() if t.alert.protection == "monitoring"]
+        assert silent == ["di-1"]  # the smoke DI polls every 5 s: 5 intervals are 25 s
+        clock.advance(20)
+        silent = [t.alert.device for t in s.rules.tick() if t.alert.protection == "monitoring"]
+        assert silent == ["th-1"]
