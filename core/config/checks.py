@@ -1,17 +1,30 @@
-"""Checks that span entries of devices.yaml: unique ids, known rooms, no register read twice, rules."""
+"""Checks that span entries of devices.yaml: unique ids, known rooms, no register read twice, one
+setting per serial line, rules."""
 
 from __future__ import annotations
 
-from core.config.devices import ModbusDevice
+from collections.abc import Callable
+
+from core.config.devices import ModbusConnection, ModbusDevice
 from core.config.site import Config
 from core.protections import DERIVED_METRICS
 
 Loc = tuple[str | int, ...]
 
+# What an RS-485 line is set to, in the order serial_line prints it.
+LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits")
 
-def cross_check(cfg: Config) -> list[tuple[Loc, str]]:
-    """Checks that span entries: unique ids, known rooms, no register read by two points."""
+
+def serial_line(conn: ModbusConnection) -> str:
+    """A serial line's settings as installers write them, e.g. ``9600 8N1``."""
+    return f"{conn.baudrate} {conn.bytesize}{conn.parity}{conn.stopbits}"
+
+
+def cross_check(cfg: Config, line_of: Callable[[Loc], int] | None = None) -> list[tuple[Loc, str]]:
+    """Checks that span entries: unique ids, known rooms, no register read by two points, one setting
+    per serial line. ``line_of`` gives the file line of a loc, to name where the other entry is."""
     problems: list[tuple[Loc, str]] = []
+    lines: dict[str, tuple[int, ModbusDevice]] = {}  # serial path → the first device on it
     room_ids: set[str] = set()
     for i, room in enumerate(cfg.rooms):
         if room.id in room_ids:
@@ -37,6 +50,10 @@ def cross_check(cfg: Config) -> list[tuple[Loc, str]]:
             metrics.add(point.metric)
         if isinstance(dev, ModbusDevice):
             conn = dev.modbus
+            if conn.serial is not None:
+                problem = _same_line(i, dev, lines.setdefault(conn.serial, (i, dev)), line_of)
+                if problem is not None:
+                    problems.append(problem)
             for j, point in enumerate(dev.points):
                 space = "bits" if point.table in ("coil", "discrete") else "registers"
                 for k in range(point.count):
@@ -53,6 +70,24 @@ def cross_check(cfg: Config) -> list[tuple[Loc, str]]:
                     registers[key] = f"{dev.id}.{point.metric}"
     problems.extend(_check_rules(cfg, room_ids))
     return problems
+
+
+def _same_line(
+    i: int, dev: ModbusDevice, first: tuple[int, ModbusDevice], line_of: Callable[[Loc], int] | None
+) -> tuple[Loc, str] | None:
+    """Devices on one serial port share its settings: the port is opened once, with the first's."""
+    k, other = first
+    if k == i:
+        return None
+    for key in LINE_SETTINGS:
+        if getattr(dev.modbus, key) != getattr(other.modbus, key):
+            where = f"line {line_of(('devices', k, 'modbus', 'serial'))}" if line_of else f"devices[{k}]"
+            return (
+                ("devices", i, "modbus", key),
+                f"{dev.modbus.serial} is already used at {serial_line(other.modbus)} by {other.id} "
+                f"({where}); devices on one RS-485 line share its settings",
+            )
+    return None
 
 
 def _check_rules(cfg: Config, room_ids: set[str]) -> list[tuple[Loc, str]]:

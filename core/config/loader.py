@@ -100,20 +100,22 @@ class _Reader:
 
         return _ENV.sub(repl, text)
 
-    def line_of(self, loc: Loc) -> tuple[int, Loc]:
-        """The line of the deepest node along loc, and loc reduced to segments present in the data."""
-        present: list[str | int] = []
+    def line_of(self, loc: Loc) -> int:
+        """The line of the deepest node of the file along loc (a missing or unknown key: its parent's)."""
         best = self.lines.get((), 1)
-        for i, seg in enumerate(loc):
-            if i == 2 and loc[0] == "devices" and seg in ("modbus", "mqtt"):
-                continue  # the device-kind tag that pydantic adds to the path, not a key of the file
-            cand = (*present, seg)
-            if cand in self.lines:
-                present.append(seg)
-                best = self.key_lines.get(cand, self.lines[cand])
-            else:
-                present.append(seg)  # an absent key (missing or unknown): keep it in the path
-        return best, tuple(present)
+        for n in range(1, len(loc) + 1):
+            cand = loc[:n]
+            if cand not in self.lines:
+                break
+            best = self.key_lines.get(cand, self.lines[cand])
+        return best
+
+
+def _file_loc(loc: Loc) -> Loc:
+    """A pydantic error's loc as keys of the file: without the device-kind tag pydantic adds."""
+    if len(loc) > 2 and loc[0] == "devices" and isinstance(loc[1], int) and loc[2] in ("modbus", "mqtt"):
+        return loc[:2] + loc[3:]
+    return loc
 
 
 _LOADER = yaml.SafeLoader("")
@@ -194,12 +196,11 @@ def parse_config(text: str, name: str = "devices.yaml", environ: dict[str, str] 
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            line, loc = reader.line_of(tuple(err["loc"]))
-            reader.issue(loc, line, _message(err))
+            loc = _file_loc(tuple(err["loc"]))
+            reader.issue(loc, reader.line_of(loc), _message(err))
     if cfg is not None:
-        for loc, message in cross_check(cfg):
-            line, loc = reader.line_of(loc)
-            reader.issue(loc, line, message)
+        for loc, message in cross_check(cfg, reader.line_of):
+            reader.issue(loc, reader.line_of(loc), message)
     if reader.issues:
         reader.issues.sort(key=lambda i: i.line)
         raise ConfigError(reader.issues)
