@@ -20,12 +20,13 @@ Decisions about pymodbus 3.16 (read from its source, ``transaction/transaction.p
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
-import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -34,6 +35,7 @@ from pymodbus.framer import FramerType
 
 from core.clock import Clock, SystemClock
 from core.config import ModbusConnection, ModbusDevice, ModbusPoint
+from core.config.checks import LINE_SETTINGS, serial_line
 from core.types import DeviceStatus, Reading, Reason, Rejection, Sink
 from core.validate import check_modbus
 
@@ -67,20 +69,37 @@ _WORDS: Final[dict[tuple[int, bool], struct.Struct]] = {
 _VALUES: Final[dict[str, struct.Struct]] = {t: struct.Struct(">" + f) for t, (f, _) in DECODE.items()}
 
 
+Unpack = Callable[[Sequence[int] | Sequence[bool]], float]
+
+
+def _bit(bits: Sequence[int] | Sequence[bool]) -> float:
+    return 1.0 if bits[0] else 0.0
+
+
+@functools.cache
+def decoder(data_type: str, byte_order: str = "ABCD") -> Unpack:
+    """The function from a value's registers (or its bit) to its raw number, tables looked up once."""
+    if data_type == "bool":
+        return _bit
+    count = DECODE[data_type][1]
+    reverse, swap = BYTE_ORDERS[byte_order]
+    pack, unpack = _WORDS[(count, swap)].pack, _VALUES[data_type].unpack
+
+    def registers_to_number(registers: Sequence[int] | Sequence[bool]) -> float:
+        if len(registers) < count:
+            raise ValueError(f"{data_type} needs {count} registers, got {len(registers)}")
+        words = registers[count - 1 :: -1] if reverse else registers[:count]
+        return float(unpack(pack(*words))[0])
+
+    return registers_to_number
+
+
 def decode(point: ModbusPoint, registers: Sequence[int] | Sequence[bool]) -> float:
     """The raw number in a point's registers (or its bit), before scale, offset and validation."""
-    data_type = point.data_type
-    if data_type == "bool":
-        return 1.0 if registers[0] else 0.0
-    count = DECODE[data_type][1]
-    if len(registers) < count:
-        raise ValueError(f"{point.metric}: {data_type} needs {count} registers, got {len(registers)}")
-    reverse, swap = BYTE_ORDERS[point.byte_order]
-    words = registers[:count]
-    if reverse:
-        words = words[::-1]
-    raw = _WORDS[(count, swap)].pack(*words)
-    return float(_VALUES[data_type].unpack(raw)[0])
+    try:
+        return decoder(point.data_type, point.byte_order)(registers)
+    except ValueError as exc:
+        raise ValueError(f"{point.metric}: {exc}") from None
 
 
 def encode(value: float, data_type: str, byte_order: str = "ABCD") -> list[int]:
@@ -170,7 +189,13 @@ EXCEPTION_NAMES: Final[dict[int, str]] = {
 }
 # A gateway answering 0x0A / 0x0B means the unit behind it is silent: offline, not faulty.
 _GATEWAY_SILENT: Final = frozenset({10, 11})
-_FUNCTION_CODES: Final[dict[str, int]] = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+# table → (function code, the pymodbus client method that reads it)
+_READS: Final[dict[str, tuple[int, str]]] = {
+    "coil": (1, "read_coils"),
+    "discrete": (2, "read_discrete_inputs"),
+    "holding": (3, "read_holding_registers"),
+    "input": (4, "read_input_registers"),
+}
 _STALE_AFTER: Final = 3  # unanswered requests in a row (any unit) before a TCP connection is renewed
 RECONNECT_MIN: Final = 1.0
 RECONNECT_MAX: Final = 60.0
@@ -273,41 +298,39 @@ class _Hub:
 
     async def read(self, conn: ModbusConnection, request: ReadRequest) -> list[int] | list[bool]:
         """Values of one request to the unit ``conn`` names, or ReadError. The caller holds ``lock``."""
-        client = await self._ensure_connected(conn)
-        unit, timeout, retries = conn.unit, conn.timeout, conn.retries
-        what = f"read {request.describe}"
-        table = request.table
-        if table == "holding":
-            call = client.read_holding_registers
-        elif table == "input":
-            call = client.read_input_registers
-        elif table == "coil":
-            call = client.read_coils
-        else:
-            call = client.read_discrete_inputs
-        loop = asyncio.get_running_loop()
+        client = self._client
+        if client is None or not client.connected:
+            client = await self._ensure_connected(conn)
+        fc, method = _READS[request.table]
+        call = getattr(client, method)
+        timeout = conn.timeout
+        gap = self._gap
+        loop = asyncio.get_running_loop() if gap else None
         rr: Any = None
-        for _attempt in range(retries + 1):
-            if self._gap:
+        for _attempt in range(conn.retries + 1):
+            if loop is not None:
                 wait = self._quiet_until - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
             try:
                 async with asyncio.timeout(timeout):
-                    rr = await call(request.address, count=request.count, device_id=unit)
+                    rr = await call(request.address, count=request.count, device_id=conn.unit)
             except TimeoutError:
                 continue
             except ModbusException as exc:
                 self._drop()
-                raise ReadError(f"{what}: {exc}", DeviceStatus.OFFLINE) from None
+                raise ReadError(f"read {request.describe}: {exc}", DeviceStatus.OFFLINE) from None
             except Exception as exc:  # a pymodbus or OS failure must not stop the poller
                 self._drop()
-                raise ReadError(f"{what}: {type(exc).__name__}: {exc}", DeviceStatus.OFFLINE) from None
+                raise ReadError(
+                    f"read {request.describe}: {type(exc).__name__}: {exc}", DeviceStatus.OFFLINE
+                ) from None
             finally:
-                if self._gap:
-                    self._quiet_until = loop.time() + self._gap
+                if loop is not None:
+                    self._quiet_until = loop.time() + gap
             break
         else:
+            what = f"read {request.describe}"
             if not client.connected:
                 self._unanswered = 0
                 raise ReadError(f"{what}: connection to {self.bus} lost", DeviceStatus.OFFLINE)
@@ -322,13 +345,12 @@ class _Hub:
             code = int(getattr(rr, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
             status = DeviceStatus.OFFLINE if code in _GATEWAY_SILENT else DeviceStatus.FAULTY
-            raise ReadError(f"{what}: exception {code} {name}", status, code)
-        fc = _FUNCTION_CODES[table]
+            raise ReadError(f"read {request.describe}: exception {code} {name}", status, code)
         values: list[int] | list[bool] = rr.bits if fc <= 2 else rr.registers
         # On RTU there is no transaction id: a late reply to an earlier request must not pass as this one.
         if rr.function_code != fc or len(values) < request.count or (fc > 2 and len(values) != request.count):
             raise ReadError(
-                f"{what}: mismatched reply (function {rr.function_code}, {len(values)} values)",
+                f"read {request.describe}: mismatched reply (function {rr.function_code}, {len(values)} values)",
                 DeviceStatus.OFFLINE,
             )
         return values
@@ -351,17 +373,37 @@ def with_close(client: Any) -> None:
 
 
 class _Device:
-    """What the collector keeps per device: its plan and the last state told to the sink."""
+    """What the collector keeps per device: its plan, the last state told to the sink, rejection streaks."""
 
-    __slots__ = ("device", "error", "hub", "label", "requests", "status")
+    __slots__ = ("all_rejected", "device", "error", "hub", "label", "plan", "status", "streaks")
 
     def __init__(self, device: ModbusDevice, hub: _Hub) -> None:
         self.device = device
         self.hub = hub
         self.label = f"device {device.id} ({device.modbus.describe})"
-        self.requests = plan_reads(device.points)
+        self.plan = [(r, _slots(r)) for r in plan_reads(device.points)]
         self.status = DeviceStatus.UNKNOWN
         self.error: str | None = None
+        self.all_rejected = False  # the status is FAULTY because every value of the last poll was rejected
+        # metric → rejected values by reason since its streak began; logged on the streak's two edges only
+        self.streaks: dict[str, Counter[Reason]] = {}
+
+
+# A point's place in its request's reply, compiled once: (point, first, end, how to decode it, unit).
+_Slot = tuple[ModbusPoint, int, int, Unpack, str]
+
+
+def _slots(request: ReadRequest) -> tuple[_Slot, ...]:
+    return tuple(
+        (
+            p,
+            p.address - request.address,
+            p.address - request.address + p.count,
+            decoder(p.data_type, p.byte_order),
+            p.resolved_unit,
+        )
+        for p in request.points
+    )
 
 
 def _quiet_pymodbus() -> None:
@@ -389,12 +431,19 @@ class ModbusCollector:
             timeouts[d.modbus.bus] = max(timeouts.get(d.modbus.bus, 0.0), d.modbus.timeout)
         self._hubs: dict[str, _Hub] = {}
         self._devices: dict[str, _Device] = {}
+        first: dict[str, ModbusDevice] = {}
         for d in devices:
             bus = d.modbus.bus
             hub = self._hubs.get(bus)
             if hub is None:
-                # The first device on a bus sets its serial parameters; they must agree on one line.
                 hub = self._hubs[bus] = _Hub(d.modbus, timeouts[bus], factory, self._clock)
+                first[bus] = d
+            elif hub.rtu and any(getattr(d.modbus, k) != getattr(hub.connection, k) for k in LINE_SETTINGS):
+                # One serial port has one set of line settings; core/config/checks.py refuses such a file.
+                raise ValueError(
+                    f"device {d.id}: {bus} is already used at {serial_line(hub.connection)} by "
+                    f"{first[bus].id}; devices on one RS-485 line share its settings"
+                )
             self._devices[d.id] = _Device(d, hub)
         self._closed = False
         _quiet_pymodbus()
@@ -404,103 +453,185 @@ class ModbusCollector:
         """The ids of the devices this collector polls."""
         return list(self._devices)
 
-    def schedule(self, scheduler: Any) -> None:
-        """Add one interval job per device to an APScheduler 3 AsyncIOScheduler."""
-        now = datetime.now(UTC)
+    def schedule(self, scheduler: Any) -> dict[str, tuple[str, ...]]:
+        """Add one interval job per bus and poll interval to an APScheduler 3 AsyncIOScheduler.
+
+        A job polls its bus's devices one after another: they share the bus's lock anyway, and one job
+        per bus costs the scheduler one dispatch per interval instead of one per device. The jobs of one
+        interval start together, at once, so the buses are polled side by side: while one gateway answers,
+        the event loop serves the others' replies in the same wake-up. Returns the job ids and the
+        devices each polls, in order.
+        """
+        groups: dict[tuple[str, float], list[str]] = {}
         for dev_id, state in self._devices.items():
-            interval = state.device.poll
-            # Spread first runs over the interval (stable per id) so a thousand devices do not fire at once.
-            phase = (zlib.crc32(dev_id.encode()) % 1000) / 1000 * min(interval, 5.0)
+            groups.setdefault((state.hub.bus, state.device.poll), []).append(dev_id)
+        # APScheduler runs on the real clock, so the start date is taken from it too.
+        start = datetime.now(UTC)
+        jobs: dict[str, tuple[str, ...]] = {}
+        for (bus, interval), ids in groups.items():
+            job_id = f"modbus:{bus}@{interval:g}s"
+            jobs[job_id] = tuple(ids)
             scheduler.add_job(
-                self.poll,
+                self.poll_bus,
                 trigger="interval",
                 seconds=interval,
-                start_date=now + timedelta(seconds=phase),
-                args=[dev_id],
-                id=f"modbus:{dev_id}",
-                name=f"modbus poll {dev_id}",
+                start_date=start,
+                next_run_time=start,  # a first poll at once, not an interval after start-up
+                args=[jobs[job_id]],
+                id=job_id,
+                name=f"modbus poll {bus} every {interval:g} s ({len(ids)} devices)",
                 coalesce=True,
                 max_instances=1,
                 # Later than one interval, the next run is due anyway.
                 misfire_grace_time=max(1, round(interval)),
                 replace_existing=True,
             )
+        return jobs
+
+    async def poll_bus(self, device_ids: Sequence[str]) -> None:
+        """Poll devices of one bus one after another (the job ``schedule`` adds)."""
+        for device_id in device_ids:
+            if self._closed:
+                return
+            await self.poll(device_id)
 
     async def poll(self, device_id: str) -> None:
         """Read one device once and report readings, rejections and any status change to the sink."""
         if self._closed:
             return
         state = self._devices[device_id]
-        device = state.device
         hub = state.hub
-        conn = device.modbus
-        results: list[tuple[ReadRequest, list[int] | list[bool]]] = []
+        conn = state.device.modbus
+        results: list[tuple[ReadRequest, tuple[_Slot, ...], list[int] | list[bool]]] = []
         failure: ReadError | None = None
         async with hub.lock:
-            pending = list(state.requests)
+            pending = state.plan
             i = 0
             while i < len(pending):
-                request = pending[i]
+                request, slots = pending[i]
                 i += 1
                 try:
                     values = await hub.read(conn, request)
                 except ReadError as err:
                     if err.code == 2 and request.has_gaps:
                         # The device refuses the unused registers we merged in: read its points exactly.
-                        exact = plan_reads(request.points, max_gap=0)
+                        exact = [(r, _slots(r)) for r in plan_reads(request.points, max_gap=0)]
                         log.info(
                             "%s: %s; reading its points in %d requests", state.label, err.text, len(exact)
                         )
-                        state.requests = [r for r in state.requests if r is not request] + exact
-                        pending[i:i] = exact
+                        state.plan = [e for e in state.plan if e[0] is not request] + exact
+                        pending = [*pending[:i], *exact, *pending[i:]]
                         continue
                     failure = failure or err
                     if err.status is DeviceStatus.OFFLINE:
                         break  # a silent unit: don't hold the bus for its other requests
                     continue
-                results.append((request, values))
+                results.append((request, slots, values))
+        self._report(state, results, failure)
+
+    def _report(
+        self,
+        state: _Device,
+        results: list[tuple[ReadRequest, tuple[_Slot, ...], list[int] | list[bool]]],
+        failure: ReadError | None,
+    ) -> None:
+        """Decode and check what a poll read; hand readings, rejections and the status to the sink."""
         now = self._clock.now()
+        device = state.device
+        dev_id, room = device.id, device.room
         readings: list[Reading] = []
         rejected: list[Rejection] = []
-        for request, values in results:
-            base = request.address
-            for point in request.points:
-                offset = point.address - base
-                raw = decode(point, values[offset : offset + point.count])
-                verdict = check_modbus(point, raw)
+        streaks = state.streaks
+        started: list[tuple[ReadRequest, ModbusPoint, Reason, str]] = []
+        ended: list[tuple[str, Counter[Reason]]] = []
+        for request, slots, values in results:
+            for point, first, end, unpack, unit in slots:
+                verdict = check_modbus(point, unpack(values[first:end]))
                 if isinstance(verdict, tuple):
-                    rejected.append(Rejection(device.id, point.metric, verdict[0], verdict[1], now))
+                    reason, detail = verdict
+                    rejected.append(Rejection(dev_id, point.metric, reason, detail, now))
+                    streak = streaks.get(point.metric)
+                    if streak is None:
+                        streaks[point.metric] = Counter((reason,))
+                        started.append((request, point, reason, detail))
+                    else:
+                        streak[reason] += 1
                 else:
-                    readings.append(
-                        Reading(device.id, device.room, point.metric, verdict, point.resolved_unit, now)
-                    )
+                    readings.append(Reading(dev_id, room, point.metric, verdict, unit, now))
+                    if streaks and point.metric in streaks:
+                        ended.append((point.metric, streaks.pop(point.metric)))
         sink = self._sink
         if readings:
             sink.submit(readings)
         for rejection in rejected:
             sink.reject(rejection)
         if failure is not None:
-            sink.reject(Rejection(device.id, None, Reason.READ_ERROR, failure.text, now))
-            self._set_status(state, failure.status, failure.text, now)
+            sink.reject(Rejection(dev_id, None, Reason.READ_ERROR, failure.text, now))
+            status, error = failure.status, failure.text
         elif readings:
-            self._set_status(state, DeviceStatus.ONLINE, None, now)
+            status, error = DeviceStatus.ONLINE, None
         else:
             # It answered, but nothing it said is usable (fault codes, NaN, out of range).
-            self._set_status(state, DeviceStatus.FAULTY, f"no valid value: {rejected[0].detail}", now)
+            status, error = DeviceStatus.FAULTY, f"no valid value: {rejected[0].detail}"
+        all_rejected = failure is None and not readings
+        if started or ended:
+            self._log_streaks(state, started, ended, status, all_rejected)
+        if status is not state.status or error != state.error:
+            # A status edge that only follows from values rejected, or valid again, was told by those lines.
+            told = status is not state.status and (
+                (all_rejected and bool(started))
+                or (status is DeviceStatus.ONLINE and state.all_rejected and bool(ended))
+            )
+            self._set_status(state, status, error, now, told=told)
+        state.all_rejected = all_rejected
 
-    def _set_status(self, state: _Device, status: DeviceStatus, error: str | None, now: float) -> None:
+    def _log_streaks(
+        self,
+        state: _Device,
+        started: list[tuple[ReadRequest, ModbusPoint, Reason, str]],
+        ended: list[tuple[str, Counter[Reason]]],
+        status: DeviceStatus,
+        all_rejected: bool,
+    ) -> None:
+        """One line when a point's values start being rejected, one when they are valid again."""
+        edge = status is not state.status
+        for n, (request, point, reason, detail) in enumerate(started, 1):
+            text = detail.removeprefix(f"{point.metric}: ")
+            where = f"{request.table} {point.address}"
+            tail = "; no valid value left: faulty" if edge and all_rejected and n == len(started) else ""
+            log.warning(
+                "%s: %s (%s) rejected: %s (%s)%s", state.label, point.metric, where, text, reason.value, tail
+            )
+        recovered = edge and status is DeviceStatus.ONLINE and state.all_rejected
+        for n, (metric, streak) in enumerate(ended, 1):
+            reasons = ", ".join(
+                r.value if len(streak) == 1 else f"{r.value} {c}" for r, c in streak.most_common()
+            )
+            tail = "; back online" if recovered and n == len(ended) else ""
+            log.info(
+                "%s: %s valid again after %d rejected (%s)%s",
+                state.label,
+                metric,
+                streak.total(),
+                reasons,
+                tail,
+            )
+
+    def _set_status(
+        self, state: _Device, status: DeviceStatus, error: str | None, now: float, *, told: bool = False
+    ) -> None:
         if status is state.status and error == state.error:
             return
         previous = state.status
         state.status, state.error = status, error
         self._sink.status(state.device.id, status, error, now)
-        if status is DeviceStatus.ONLINE:
+        if told or status is previous:
+            log.debug("%s: %s (%s)", state.label, error, status.value)
+        elif status is DeviceStatus.ONLINE:
             if previous is not DeviceStatus.UNKNOWN:
                 log.info("%s: back online", state.label)
-        elif status is not previous:
-            log.warning("%s: %s (%s)", state.label, error, status.value)
         else:
-            log.debug("%s: %s (%s)", state.label, error, status.value)
+            log.warning("%s: %s (%s)", state.label, error, status.value)
 
     async def close(self) -> None:
         """Close every bus connection; later polls do nothing."""

@@ -81,3 +81,16 @@ async def test_missing_serial_port_is_offline_not_fatal(tmp_path: Path, sink: Re
     assert sink.status_of("th-1") is DeviceStatus.OFFLINE
     assert (sink.error_of("th-1") or "").startswith(f"cannot connect to {tmp_path / 'ttyUSB9'}")
     assert sink.reasons("th-1") == [(None, Reason.READ_ERROR)] * 3
+
+
+def test_devices_on_one_line_must_share_its_settings(tmp_path: Path, sink: RecordingSink) -> None:
+    """One port is opened once: a second device at another baud rate is refused, not silently re-timed."""
+    line = str(tmp_path / "ttyUSB0")
+    first = modbus_device("th-1", RENKE, serial=line, unit=1)
+    same = modbus_device("th-2", RENKE, serial=line, unit=2)
+    faster = first.model_copy(
+        update={"id": "th-3", "modbus": first.modbus.model_copy(update={"baudrate": 19200, "unit": 3})}
+    )
+    ModbusCollector([first, same], sink)  # agreeing devices share the hub
+    with pytest.raises(ValueError, match=r"device th-3: .*ttyUSB0 is already used at 9600 8N1 by th-1"):
+        ModbusCollector([first, same, faster], sink)

@@ -306,33 +306,53 @@ async def test_reconnect_backoff_doubles_from_1_s_to_60_s(sink: RecordingSink) -
     assert sink.statuses == [("th-1", DeviceStatus.OFFLINE, sink.error_of("th-1"), clock.now() - 400)]
 
 
-async def test_schedule_polls_each_device_on_its_interval(
+async def test_schedule_polls_each_bus_and_interval_in_one_job(
     modbus_sim: SimFactory, sink: RecordingSink
 ) -> None:
-    sim = await modbus_sim([1, 2])
-    await sim.set_registers(1, "holding", 0, [500, 200])
-    await sim.set_registers(2, "holding", 0, [510, 210])
+    """One APScheduler job per bus and poll interval polls its devices in turn, in config order."""
+    sim = await modbus_sim([1, 2, 3])
+    other = await modbus_sim([1])
+    for unit in (1, 2, 3):
+        await sim.set_registers(unit, "holding", 0, [500 + unit, 200])
+    await other.set_registers(1, "holding", 0, [520, 220])
     devices = [
-        modbus_device("fast", TH, port=sim.port, unit=1, poll=0.1),
+        modbus_device("fast-1", TH, port=sim.port, unit=1, poll=0.1),
         modbus_device("slow", TH, port=sim.port, unit=2, poll=60),
+        modbus_device("fast-3", TH, port=sim.port, unit=3, poll=0.1),
+        modbus_device("fast-b", TH, port=other.port, unit=1, poll=0.1),
     ]
     collector = ModbusCollector(devices, sink)
     scheduler = AsyncIOScheduler()
-    collector.schedule(scheduler)
+    planned = collector.schedule(scheduler)
+    bus, bus_b = f"127.0.0.1:{sim.port}", f"127.0.0.1:{other.port}"
+    assert planned == {
+        f"modbus:{bus}@0.1s": ("fast-1", "fast-3"),
+        f"modbus:{bus}@60s": ("slow",),
+        f"modbus:{bus_b}@0.1s": ("fast-b",),
+    }
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"modbus:fast", "modbus:slow"}
-    assert jobs["modbus:fast"].coalesce and jobs["modbus:fast"].max_instances == 1
-    assert jobs["modbus:slow"].trigger.interval.total_seconds() == 60
+    assert set(jobs) == set(planned)
+    fast = jobs[f"modbus:{bus}@0.1s"]
+    assert fast.coalesce and fast.max_instances == 1
+    assert fast.trigger.interval.total_seconds() == 0.1
+    assert jobs[f"modbus:{bus}@60s"].trigger.interval.total_seconds() == 60
+
+    def polls(device: str) -> int:
+        return len([b for b in sink.batches if b[0].device == device])
+
     scheduler.start()
     try:
         deadline = time.monotonic() + 5.0
-        while len([b for b in sink.batches if b[0].device == "fast"]) < 5:
+        while min(polls("fast-1"), polls("fast-3"), polls("fast-b")) < 5:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
     finally:
         scheduler.shutdown(wait=False)
         await collector.close()
-    assert not [b for b in sink.batches if b[0].device == "slow"]  # its first run is up to 5 s away
+    assert polls("slow") == 1  # at start, then not before 60 s
+    order = [b[0].device for b in sink.batches if b[0].device in ("fast-1", "fast-3")]
+    assert order[:4] == ["fast-1", "fast-3", "fast-1", "fast-3"]  # in turn, one after the other
+    assert sink.values("fast-3") == {"humidity": 50.3, "temperature": 20.0}
 
 
 async def test_demo_simulator_serves_plausible_rooms(sink: RecordingSink) -> None:
@@ -372,3 +392,5 @@ def test_benchmark_smoke_run() -> None:
     assert result["polls_per_s"] > 0 and result["bare_reads_per_s"] > 0
     assert 0 < result["on_time_pct"] <= 100
     assert result["cpu_pct_of_core"] >= 0
+    assert result["stored_per_s"] > 0  # polls went through the real pipeline into SQLite
+    assert result["cpu_ratio_vs_bare"] > 0 and result["cpu_ratio_vs_bare_paced"] > 0
