@@ -53,34 +53,35 @@ def graph(request: Request) -> Graph:
     return services
 
 
-def _config(request: Request) -> Config:
+async def _config(request: Request) -> Config:
     return graph(request).config
 
 
-def _clock(request: Request) -> Clock:
+async def _clock(request: Request) -> Clock:
     return graph(request).clock
 
 
-def _pipeline(request: Request) -> Pipeline:
+async def _pipeline(request: Request) -> Pipeline:
     return graph(request).pipeline
 
 
-def _readings(request: Request) -> ReadingStore:
+async def _readings(request: Request) -> ReadingStore:
     return graph(request).readings
 
 
-def _book(request: Request) -> AlertBook:
+async def _book(request: Request) -> AlertBook:
     return graph(request).book
 
 
-def _rules(request: Request) -> RulesEngine:
+async def _rules(request: Request) -> RulesEngine:
     return graph(request).rules
 
 
-def _writer(request: Request) -> RecordsWriter:
+async def _writer(request: Request) -> RecordsWriter:
     return graph(request).writer
 
 
+# The dependencies are coroutines too: FastAPI would run a plain function in its threadpool.
 ConfigDep = Annotated[Config, Depends(_config)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
