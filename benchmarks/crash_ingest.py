@@ -116,8 +116,13 @@ def write_config(
     protocol: str = "5",
     client_id: str = "bafang-crash",
     receive_maximum: int = 1000,
+    timeless: bool = False,
 ) -> Path:
-    """devices.yaml for `bafang run`: ``devices`` temperature sensors and the probe, on exact topics."""
+    """devices.yaml for `bafang run`: ``devices`` temperature sensors and the probe, on exact topics.
+
+    ``timeless``: the sensors send temperature and humidity without a time (stamped on arrival), as
+    most T/H sensors do; the probe keeps its own time.
+    """
     lines = [
         "site: {name: 崩溃测试档案室}",
         f'mqtt: {{url: "mqtt://127.0.0.1:{port}", client_id: "{client_id}", protocol: "{protocol}", '
@@ -130,6 +135,16 @@ def write_config(
         "devices:",
     ]
     for name in [*(f"th-{d}" for d in range(devices)), PROBE]:
+        if timeless and name != PROBE:
+            lines += [
+                f"  - id: {name}",
+                "    room: r1",
+                f"    mqtt: {{topic: {TOPIC.format(name)}}}",
+                "    points:",
+                "      - {metric: temperature, path: t}",
+                "      - {metric: humidity, path: rh}",
+            ]
+            continue
         lines += [
             f"  - id: {name}",
             "    room: r1",
@@ -230,15 +245,29 @@ def stored_count(db: Path, device_prefix: str = "th-") -> int:
         return 0  # the service is creating the schema
 
 
-def stored_ids(db: Path, device_prefix: str = "th-") -> list[tuple[str, int]]:
-    """Every stored (device, ts ms) of the benchmark's devices, duplicates included if there were any."""
+def stored_ids(db: Path, device_prefix: str = "th-", *, timeless: bool = False) -> list[tuple[Any, ...]]:
+    """Every stored (device, ts ms) of the benchmark's devices, duplicates included if there were any.
+
+    ``timeless``: the readings were stamped on arrival, so a message is known by what it carried: every
+    (device, temperature, humidity) pair stored at one millisecond.
+    """
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        if not timeless:
+            rows = conn.execute(
+                "SELECT s.device, r.ts FROM readings AS r JOIN series AS s ON s.id = r.series_id "
+                "WHERE s.device LIKE ?",
+                (device_prefix + "%",),
+            ).fetchall()
+            return [(str(d), int(ts)) for d, ts in rows]
         rows = conn.execute(
-            "SELECT s.device, r.ts FROM readings AS r JOIN series AS s ON s.id = r.series_id "
+            "SELECT s.device, r.ts, s.metric, r.value FROM readings AS r JOIN series AS s ON s.id = r.series_id "
             "WHERE s.device LIKE ?",
             (device_prefix + "%",),
         ).fetchall()
-    return [(str(d), int(ts)) for d, ts in rows]
+    pairs: dict[tuple[str, int], dict[str, float]] = {}
+    for device, ts, metric, value in rows:
+        pairs.setdefault((str(device), int(ts)), {})[str(metric)] = round(float(value), 1)
+    return [(d, m.get("temperature"), m.get("humidity")) for (d, _), m in pairs.items()]
 
 
 def wait_subscribed(service: Service, port: int, db: Path, timeout: float = 30.0) -> None:
@@ -273,7 +302,7 @@ class Plan:
     """The messages of a run: (topic, payload) in order, and what a correct service makes of them."""
 
     messages: list[tuple[str, bytes]]
-    valid: set[tuple[str, int]]  # (device, ts ms) of every valid reading
+    valid: set[tuple[Any, ...]]  # (device, ts ms) of every valid reading; timeless: (device, t, rh)
     rejected: dict[str, dict[str, int]]  # device → reason → count expected
 
     @property
@@ -282,29 +311,42 @@ class Plan:
         return sum(n for reasons in self.rejected.values() for n in reasons.values())
 
 
-def plan(readings: int, devices: int, invalid_every: int, origin_ms: int | None = None) -> Plan:
+def plan(
+    readings: int, devices: int, invalid_every: int, origin_ms: int | None = None, *, timeless: bool = False
+) -> Plan:
     """``readings`` valid messages round-robin over the devices, one invalid after every
-    ``invalid_every - 1`` valid ones, alternately malformed JSON and out of range; never last."""
+    ``invalid_every - 1`` valid ones, alternately malformed JSON and out of range; never last.
+
+    ``timeless``: each message carries temperature and humidity and no time (the pair is unique, so
+    that a message is still known once stored: 500 temperatures × humidity in steps of 0.1 %RH).
+    """
     t0 = origin_ms if origin_ms is not None else (round(time.time() * 1000) // 1000 * 1000 - _DAY_MS)
     messages: list[tuple[str, bytes]] = []
-    valid: set[tuple[str, int]] = set()
+    valid: set[tuple[Any, ...]] = set()
     rejected: dict[str, dict[str, int]] = {}
     n_invalid = 0
     for i in range(readings):
         device = f"th-{i % devices}"
-        ts = t0 + i  # one millisecond apart: every reading its own identity
-        messages.append((TOPIC.format(device), b'{"t":%.1f,"ts":%d}' % (15 + (i % 150) / 10, ts)))
-        valid.add((device, ts))
+        if timeless:
+            t, rh = round(15 + (i % 500) / 10, 1), round(10 + (i // 500) / 10, 1)
+            messages.append((TOPIC.format(device), b'{"t":%.1f,"rh":%.1f}' % (t, rh)))
+            valid.add((device, t, rh))
+        else:
+            ts = t0 + i  # one millisecond apart: every reading its own identity
+            messages.append((TOPIC.format(device), b'{"t":%.1f,"ts":%d}' % (15 + (i % 150) / 10, ts)))
+            valid.add((device, ts))
         if invalid_every and i % invalid_every == invalid_every // 2 and i < readings - 1:
             # Every invalid payload is different: a broker may reuse a packet id, a key must not clash.
             bad_ts = t0 - 1 - n_invalid
-            if n_invalid % 2 == 0:
-                payload, reason = b'{"t":21.0,"ts":%d' % bad_ts, "malformed"
-            else:
-                payload, reason = b'{"t":120.0,"ts":%d}' % bad_ts, "out_of_range"
-            messages.append((TOPIC.format(device), payload))
             counts = rejected.setdefault(device, {})
-            counts[reason] = counts.get(reason, 0) + 1
+            if n_invalid % 2 == 0:
+                payload, reason, n = b'{"t":21.0,"ts":%d' % bad_ts, "malformed", 1
+            elif timeless:  # both values out of range: nothing of it stored
+                payload, reason, n = b'{"t":120.0,"rh":%d}' % (150 + n_invalid), "out_of_range", 2
+            else:
+                payload, reason, n = b'{"t":120.0,"ts":%d}' % bad_ts, "out_of_range", 1
+            messages.append((TOPIC.format(device), payload))
+            counts[reason] = counts.get(reason, 0) + n
             n_invalid += 1
     return Plan(messages, valid, rejected)
 
@@ -455,13 +497,18 @@ def crash_run(
     timeout: float = 300.0,
     stall: float = 10.0,
     log: Callable[[str], None] = lambda _: None,
+    timeless: bool = False,
 ) -> CrashResult:
-    """Publish a plan while the service ingests, SIGKILL and restart it ``kills`` times, compare."""
+    """Publish a plan while the service ingests, SIGKILL and restart it ``kills`` times, compare.
+
+    ``timeless``: messages without a time, two readings each (stamped on arrival by the service).
+    """
     rng = random.Random(seed)
-    config = write_config(workdir, port=port, devices=devices, protocol=protocol)
+    config = write_config(workdir, port=port, devices=devices, protocol=protocol, timeless=timeless)
     db = workdir / "readings.db"
     logfile = workdir / "bafang.log"
-    work = plan(readings, devices, invalid_every)
+    work = plan(readings, devices, invalid_every, timeless=timeless)
+    rows = readings * (2 if timeless else 1)  # rows stored once every message is
     # Kill when a random share of the readings is stored, then after a random delay of up to 50 ms,
     # so that the kill lands anywhere in a batch: receiving, writing, committing or acknowledging.
     shares = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
@@ -482,10 +529,10 @@ def crash_run(
             if count != last:
                 last, progressed = count, now
             elif now - progressed > stall and publisher.done:
-                log(f"no reading stored for {stall:g} s with {count:,} of {readings:,} stored")
+                log(f"no reading stored for {stall:g} s with {count:,} of {rows:,} stored")
                 return False
             if now > deadline:
-                raise RuntimeError(f"{count} of {readings} readings stored after {timeout:g} s")
+                raise RuntimeError(f"{count} of {rows} readings stored after {timeout:g} s")
             time.sleep(0.005)
         return True
 
@@ -498,21 +545,21 @@ def crash_run(
     try:
         for share, delay in zip(shares, delays, strict=True):
             # Also wait for this incarnation to store something: each kill interrupts a working service.
-            target = min(max(int(share * readings), killed_at[-1] + 1 if killed_at else 0), readings)
+            target = min(max(int(share * rows), killed_at[-1] + 1 if killed_at else 0), rows)
             if not wait_stored(target, service):
                 break  # readings were lost: no use waiting for more, compare below
             time.sleep(delay)
             peak = max(peak, service.rss())
             killed_at.append(stored_count(db))
             service.kill()
-            log(f"SIGKILL with {killed_at[-1]:,} of {readings:,} readings stored; restarting")
+            log(f"SIGKILL with {killed_at[-1]:,} of {rows:,} readings stored; restarting")
             service = Service(config, logfile)
             service.wait_url()
         publisher.join(max(1.0, deadline - time.monotonic()))
         log(
             f"publisher: {len(work.messages):,} messages acknowledged by the broker in {publisher.seconds:.1f} s"
         )
-        wait_stored(readings, service)  # if the count stops short, readings were lost: compare below
+        wait_stored(rows, service)  # if the count stops short, readings were lost: compare below
         # The last message is valid and the broker delivers in order, so every invalid one before it
         # has been handled; its rejection is counted in the same or an earlier transaction.
         counted = service.rejected()
@@ -523,7 +570,7 @@ def crash_run(
     finally:
         if service.proc.poll() is None:
             service.kill()
-    ids = stored_ids(db)
+    ids = stored_ids(db, timeless=timeless)
     distinct = set(ids)
     return CrashResult(
         sent=readings,
@@ -549,6 +596,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs during ingest")
     parser.add_argument("--seed", type=int, default=4, help="seed of the kill moments")
     parser.add_argument("--protocol", choices=["3.1.1", "5"], default="5")
+    parser.add_argument(
+        "--timeless", action="store_true", help="payloads without a time, temperature and humidity each"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     args = parser.parse_args()
 
@@ -567,6 +617,7 @@ def main() -> None:
                 protocol=args.protocol,
                 timeout=args.timeout,
                 log=print,
+                timeless=args.timeless,
             )
         finally:
             broker.terminate()

@@ -129,6 +129,19 @@ async def test_latest_and_history(client: tuple[httpx.AsyncClient, Pipeline, Man
     ).json()
     assert raw["unit"] == "°C" and raw["step"] is None
     assert [p["count"] for p in raw["points"]] == [1, 1, 1, 1, 1]
+    # A time without an offset is the site's local time (Asia/Shanghai here), as in MQTT payloads.
+    local = (
+        await c.get(
+            "/api/v1/readings",
+            params={
+                "device": "th-1",
+                "metric": "temperature",
+                "start": "2026-01-01T08:00:00",
+                "end": "2026-01-01T08:05:00",
+            },
+        )
+    ).json()
+    assert local["points"] == raw["points"] and local["start"] == "2026-01-01T00:00:00Z"
     assert raw["points"][2]["time"] == "2026-01-01T00:02:00Z" and raw["points"][2]["value"] == pytest.approx(
         20.02
     )

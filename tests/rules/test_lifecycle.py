@@ -720,3 +720,17 @@ def test_a_write_the_database_refuses_waits_and_is_written_once_it_can_be(
     assert db.stored(opened.alert.id).state == "firing"
     assert [e[1] for e in db.events(opened.alert.id)] == ["pending", "firing"]
     assert not writer.failing
+
+
+def test_each_transition_is_logged_as_one_sentence(book: AlertBook, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="bafang.alerts")
+    firing(book, 63.2)
+    book.observe([humidity(72)], T0 + 11 * MIN)
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "bafang.alerts" and "loaded" not in r.getMessage()
+    ]
+    assert lines == [
+        "alert 1 damp/humidity_high r1 th-1: pending → firing: 一号库房 湿度 63.2%RH 超过上限 60%，已持续 10 分钟",
+        "alert 1 damp/humidity_high r1 th-1: firing, 级别升高：warning → critical: "
+        "一号库房 湿度 72.0%RH 超过上限 70%，已持续 11 分钟",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
@@ -258,3 +259,12 @@ def test_postgresql_columns_are_timestamptz(postgres_url: str) -> None:
             assert device is not None and device.updated_at.tzinfo == UTC
     finally:
         engine.dispose()
+
+
+def test_records_on_sqlite_are_durable_as_readings_are(tmp_path: Path) -> None:
+    # synchronous=FULL: an acknowledgement answered 200, a transition written, survive a power cut.
+    engine = make_engine(f"sqlite:///{tmp_path / 'bafang.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
