@@ -44,6 +44,13 @@ class DevicePublic(BaseModel):
     last_rejection: str | None = None
 
 
+class SitePublic(BaseModel):
+    """The archive this installation guards."""
+
+    name: str
+    timezone: str = Field(description="IANA time zone: access hours, and times given without an offset")
+
+
 class RoomPublic(BaseModel):
     """An archive room."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ConfigDep, PipelineDep
-from api.schemas import DevicePublic, RoomPublic, iso_or_none
+from api.schemas import DevicePublic, RoomPublic, SitePublic, iso_or_none
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 
@@ -32,6 +32,12 @@ async def list_devices(
         for h in pipeline.devices()
         if room is None or h.room == room
     ]
+
+
+@router.get("/site", response_model=SitePublic)
+async def site(config: ConfigDep) -> SitePublic:
+    """The site: its name (shown on the wall) and its time zone."""
+    return SitePublic(name=config.site.name, timezone=config.site.timezone)
 
 
 @router.get("/rooms", response_model=list[RoomPublic])

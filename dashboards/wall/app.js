@@ -60,9 +60,12 @@ async function refresh() {
   const conn = document.getElementById("conn");
   try {
     const get = async (u) => { const r = await fetch(u); if (!r.ok) throw new Error(u + " " + r.status); return r.json(); };
-    [rooms, latest, devices, protections] = await Promise.all([
-      get("/api/v1/rooms"), get("/api/v1/readings/latest"), get("/api/v1/devices"), get("/api/v1/protections"),
+    let site;
+    [site, rooms, latest, devices, protections] = await Promise.all([
+      get("/api/v1/site"), get("/api/v1/rooms"), get("/api/v1/readings/latest"), get("/api/v1/devices"),
+      get("/api/v1/protections"),
     ]);
+    document.getElementById("site").textContent = site.name;
     conn.textContent = t("live"); conn.className = "conn ok";
     render();
   } catch (e) {

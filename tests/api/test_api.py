@@ -55,6 +55,7 @@ async def test_healthz_and_openapi(client: tuple[httpx.AsyncClient, Pipeline, Ma
     assert (await c.get("/docs")).status_code == 200
     page = await c.get("/wall/")
     assert page.status_code == 200 and "档案库房八防监测" in page.text
+    assert (await c.get("/api/v1/site")).json() == {"name": "档案室", "timezone": "Asia/Shanghai"}
 
 
 async def test_devices_report_status_and_rejections(
