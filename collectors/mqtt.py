@@ -27,13 +27,13 @@ hand the collector a client of their own instead of reaching into paho's private
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
 import re
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
@@ -51,7 +51,7 @@ from core.clock import Clock, SystemClock
 from core.config import MqttBroker, MqttDevice, MqttPoint
 from core.metrics import METRICS
 from core.types import Delivery, DeviceStatus, Reading, Reason, Rejection, Sink
-from core.validate import check_mqtt
+from core.validate import Check, mqtt_check
 
 log = logging.getLogger("bafang.collectors.mqtt")
 
@@ -74,6 +74,7 @@ _Outcome = tuple[list[Reading], list[Rejection] | None] | None
 @dataclass(frozen=True, slots=True)
 class _Point:
     point: MqttPoint
+    check: Check  # core.validate.mqtt_check of the point
     metric: str
     unit: str
     key: str | None  # a single-level path: one dict lookup on the hot path
@@ -143,8 +144,9 @@ def _delivery(msg: paho.MQTTMessage, topic: str) -> Delivery:
     """Which message this is: the broker resends a message with its packet id (and DUP set), so the
     id and a digest of the topic's UTF-8 bytes (the bytes on the wire, MQTT 3.1.1 §1.5.3, MQTT 5 §1.5.4)
     and the payload recognise it (store/timeseries.py)."""
-    digest = hashlib.blake2b(topic.encode() + b"\0" + bytes(msg.payload), digest_size=8).digest()
-    return Delivery(msg.mid, int.from_bytes(digest, "big", signed=True), bool(msg.dup))
+    # CRC-32 of topic and payload: a check, not a fingerprint, beside the packet id and the recency the
+    # store requires (a false match needs the same recent packet id with the same CRC).
+    return Delivery(msg.mid, zlib.crc32(msg.payload, zlib.crc32(topic.encode())), bool(msg.dup))
 
 
 def _topic_of(msg: paho.MQTTMessage) -> str:
@@ -379,6 +381,7 @@ class MqttCollector:
         points = tuple(
             _Point(
                 point=p,
+                check=mqtt_check(p),
                 metric=p.metric,
                 unit=p.resolved_unit,
                 key=p.path if p.path is not None and "." not in p.path else None,
@@ -926,7 +929,7 @@ class MqttCollector:
                         rejected = []
                     rejected.append(self._reject(device_id, p.metric, reason, detail, now))
                 continue
-            verdict = check_mqtt(p.point, value)
+            verdict = p.check(value)
             if isinstance(verdict, float):
                 out.append(Reading(device_id, room, p.metric, verdict, p.unit, t))
                 if self._streaks:

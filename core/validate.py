@@ -7,6 +7,7 @@ An implausible value is rejected with a reason; it is never clamped into range.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from core.config import ModbusPoint, MqttPoint
 from core.types import Reason
@@ -36,8 +37,9 @@ Verdict = float | tuple[Reason, str]
 
 def _finish(point: ModbusPoint | MqttPoint, raw: float) -> Verdict:
     # Rounding drops the binary noise of scaling (0.1 × 193 = 19.300000000000001) without losing
-    # anything a sensor can resolve.
-    value = round(raw * point.scale + point.offset, 6)
+    # anything a sensor can resolve; an unscaled value has no such noise (and round() is slow).
+    scale, offset = point.scale, point.offset
+    value = raw if scale == 1.0 and offset == 0.0 else round(raw * scale + offset, 6)
     if math.isnan(value) or math.isinf(value):
         return (Reason.NAN, f"{point.metric}: {value} is not a number")
     low, high = point.resolved_range
@@ -100,3 +102,39 @@ def _show(raw: float, data_type: str) -> str:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+Check = Callable[[object], Verdict]
+
+
+def mqtt_check(point: MqttPoint) -> Check:
+    """``check_mqtt`` for one point, its constants looked up once: the per-message path of a collector.
+
+    A plain number is judged inline (scale, offset, fault codes, range); anything else (a mapped text,
+    a boolean, NaN, a value out of range) goes to ``check_mqtt``, which gives the same verdicts.
+    """
+    low, high = point.resolved_range
+    scale, offset = point.scale, point.offset
+    binary_metric = (low, high) == (0.0, 1.0)
+    if point.fault_codes is not None:
+        codes = frozenset(point.fault_codes)
+    else:
+        codes = frozenset() if binary_metric else MQTT_FAULT_CODES
+    if point.map is not None:
+        return lambda value: check_mqtt(point, value)
+    plain = scale == 1.0 and offset == 0.0
+
+    def check(value: object) -> Verdict:
+        kind = value.__class__
+        if kind is float or kind is int:
+            try:
+                raw = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                return check_mqtt(point, value)
+            if raw not in codes:
+                v = raw if plain else round(raw * scale + offset, 6)
+                if low <= v <= high:  # False for NaN and infinities: judged below
+                    return v
+        return check_mqtt(point, value)
+
+    return check

@@ -40,7 +40,9 @@ SWING_METRICS = frozenset({"temperature", "humidity"})
 MEAN_METRICS = frozenset({"pm25", "pm10", "co2", "hcho", "tvoc", "so2", "no2", "o3"})
 RISE_METRICS = frozenset({"temperature"})
 MOLD_RISK = "mold_risk"  # the derived per-room series the mold protection reads
-EVAL_SHARE = 0.25  # at most this share of the event loop goes to evaluating batches under load
+# At most this share of the time goes to evaluating batches under load: the event loop shares one
+# interpreter lock with the MQTT network thread, so what evaluation takes, ingest loses.
+EVAL_SHARE = 0.1
 SITE_RULES = "site"  # the evaluator of a room's site rules: their conditions name their own protection
 
 
@@ -199,6 +201,7 @@ class RulesEngine:
             if (fire := _params_of(evaluators, room, "fire")) is not None
         }
         self._stale = stale_windows(config)
+        self._climate_source: dict[str, str] = self.climate_sources()
         self._started = self._clock.now()  # see begin(): nothing is stale before its interval from here
         self._series: dict[tuple[str, str], _Series] = {}
         self._by_room: dict[str, list[_Series]] = {r: [] for r in self._rooms}
@@ -266,12 +269,17 @@ class RulesEngine:
     def ingest(self, batch: Sequence[Reading]) -> set[str]:
         """Take stored readings into the windows; the rooms they touched."""
         touched: set[str] = set()
+        series, rooms, sources = self._series, self._rooms, self._climate_source
         for r in batch:
-            if r.room not in self._rooms:
+            room = r.room
+            if room not in rooms:
                 continue
-            self._series_for(r.device, r.metric, r.room).add(r.time, r.value)
-            touched.add(r.room)
-            if r.metric in SWING_METRICS:
+            s = series.get((r.device, r.metric))
+            if s is None:
+                s = self._series_for(r.device, r.metric, room)
+            s.add(r.time, r.value)
+            touched.add(room)
+            if r.metric in SWING_METRICS and sources.get(room, r.device) == r.device:
                 self._climate_from(r)
         return touched
 
@@ -306,6 +314,9 @@ class RulesEngine:
             return
         if abs(partner.time - r.time) > 300:  # a pair read together, not an old value
             return
+        # The room's climate comes from one device: its first configured T/H device, else the first
+        # heard on a wildcard topic with both (the climate does not jump between sensors).
+        self._climate_source.setdefault(r.room, r.device)
         t, rh = (r.value, partner.value) if r.metric == "temperature" else (partner.value, r.value)
         self._climate_add(c, r.time, t, rh)
 

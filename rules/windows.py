@@ -82,14 +82,26 @@ class RollingMinMax:
     def add(self, time: float, value: float) -> bool:
         """Add a sample; False when it is already outside the window (dropped)."""
         _check_sample(time, value)
+        key = time - time % self.resolution
+        min_keys, mins, max_keys, maxs = self._min_keys, self._min, self._max_keys, self._max
+        if (
+            time >= self._latest
+            and min_keys
+            and min_keys[-1] == key
+            and max_keys[-1] == key
+            and mins[-1] <= value <= maxs[-1]
+        ):
+            # The common case (a steady sensor): the newest bucket already holds values at least as
+            # extreme, so neither deque changes; their oldest entries expire when the bucket changes.
+            self._latest = time
+            return True
         if time > self._latest:
             self._latest = time
-        key = time - time % self.resolution
         if not self._live(key, self._latest):
             return False
         # "old is beaten by new": for the minimum a newer value no larger, for the maximum no smaller.
-        _insert(self._min_keys, self._min, key, value, operator.ge)
-        _insert(self._max_keys, self._max, key, value, operator.le)
+        _insert(min_keys, mins, key, value, operator.ge)
+        _insert(max_keys, maxs, key, value, operator.le)
         self._prune(self._latest)
         return True
 

@@ -217,16 +217,26 @@ class Pipeline:
             )
 
     def _seen(self, readings: Sequence[Reading]) -> None:
-        last: dict[str, Reading] = {}
+        last = readings[-1]
+        if readings[0].device == last.device:  # a collector's submit: one message or one poll
+            self._seen_one(last)
+            return
+        by_device: dict[str, Reading] = {}
         for r in readings:
-            last[r.device] = r
-        for device, r in last.items():
-            health = self._health(device, r.room)
-            if health.last_seen is None or r.time > health.last_seen:
-                health.last_seen = r.time
-            if health.status is not DeviceStatus.ONLINE:
-                self._set_status(health, DeviceStatus.ONLINE, None, r.time)
-            self._dirty.add(device)
+            by_device[r.device] = r
+        for r in by_device.values():
+            self._seen_one(r)
+
+    def _seen_one(self, r: Reading) -> None:
+        health = self._devices.get(r.device)
+        if health is None or not health.room:
+            health = self._health(r.device, r.room)
+        seen = health.last_seen
+        if seen is None or r.time > seen:
+            health.last_seen = r.time
+        if health.status is not DeviceStatus.ONLINE:
+            self._set_status(health, DeviceStatus.ONLINE, None, r.time)
+        self._dirty.add(r.device)
 
     def reject(self, rejection: Rejection) -> None:
         """Count a rejected value (once stored, like readings); thread-safe. The collector logs it."""

@@ -158,21 +158,23 @@ def _threshold(
         trigger = v <= limit if level.inclusive else v < limit
         clear = v > level.clear if level.inclusive else v >= level.clear
         critical = crit is not None and v <= crit
-    u = unit(s.metric) if unit_text is None else unit_text
-    lu = _SHORT_UNIT.get(u, u)
     if trigger:
+        u = unit(s.metric) if unit_text is None else unit_text
+        lu = _SHORT_UNIT.get(u, u)
         verb = (
             ("达到上限" if level.inclusive else "超过上限")
             if high
             else ("达到下限" if level.inclusive else "低于下限")
         )
+        msg = f"{view.name} {what or label(s.metric)} {v:.1f}{u} {verb} {limit:g}{lu}"
+        if critical and crit is not None:
+            msg += f"（严重：{'≥' if high else '≤'} {crit:g}{lu}）"
+        if note:
+            msg += f"（{note}）"
     else:
-        verb = "未超过上限" if high else "未低于下限"
-    msg = f"{view.name} {what or label(s.metric)} {v:.1f}{u} {verb} {limit:g}{lu}"
-    if critical and crit is not None:
-        msg += f"（严重：{'≥' if high else '≤'} {crit:g}{lu}）"
-    if note:
-        msg += f"（{note}）"
+        # Only a triggering condition's sentence reaches an alert; this one is evaluated for every
+        # series on every evaluation, so it stays short.
+        msg = f"{view.name} {what or label(s.metric)} {'未超过上限' if high else '未低于下限'}"
     return Condition(
         protection,
         rule,

@@ -71,7 +71,15 @@ def _climate(view: RoomView, t: SeriesView, h: SeriesView, p: InsectParams) -> C
     assert t.value is not None and h.value is not None
     hot, humid = t.value > p.temperature, h.value > p.humidity
     trigger = hot and humid
-    verdict = "适宜害虫滋生" if trigger else "不利于害虫滋生"
+    # The full sentence only when it triggers: this runs for every T/H device at every evaluation.
+    message = (
+        (
+            f"{view.name} 温度 {t.value:.1f}°C、湿度 {h.value:.1f}%RH 适宜害虫滋生"
+            f"（温度 > {p.temperature:g}°C 且湿度 > {p.humidity:g}% 持续 {_duration(p.hold)}即预警）"
+        )
+        if trigger
+        else f"{view.name} 温湿度不利于害虫滋生"
+    )
     return Condition(
         ID,
         "insect_climate",
@@ -82,10 +90,7 @@ def _climate(view: RoomView, t: SeriesView, h: SeriesView, p: InsectParams) -> C
         severity=Severity.WARNING,
         value=t.value,
         threshold=p.temperature,
-        message=(
-            f"{view.name} 温度 {t.value:.1f}°C、湿度 {h.value:.1f}%RH {verdict}"
-            f"（温度 > {p.temperature:g}°C 且湿度 > {p.humidity:g}% 持续 {_duration(p.hold)}即预警）"
-        ),
+        message=message,
         hold=p.hold,
         clear_hold=p.clear_hold,
     )
