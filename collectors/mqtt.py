@@ -495,6 +495,17 @@ class MqttCollector:
         """Whether the network thread is waiting for acks before it reads more from the broker."""
         return self._waiting
 
+    def continue_stamps(self, latest: Mapping[str, float]) -> None:
+        """Arrival stamps of a device go on after its newest stored reading (device id → epoch s).
+
+        A backlog drained at full speed stamps a device's messages a millisecond apart, which may run
+        ahead of the clock; after a restart the next stamps must still come after those.
+        """
+        for device, at in latest.items():
+            ms = round(at * 1000)
+            if ms > self._stamps.get(device, -1):
+                self._stamps[device] = ms
+
     def set_address(self, host: str, port: int) -> None:
         """Connect to this broker address instead (the embedded broker's port is known once it listens)."""
         self._host, self._port = host, port

@@ -847,3 +847,21 @@ def test_pause_releases_a_throttled_collector_and_its_acks_still_go_out(
     publish(topic, {"t": 9.0, "rh": 50.0})
     wait_until(lambda: len(again.values()) == 8, what="the 3 unacknowledged messages and a new one")
     assert [v for _, m, v in again.values() if m == "temperature"] == [3.0, 4.0, 5.0, 9.0]
+
+
+def test_messages_without_a_time_are_never_stamped_in_the_same_millisecond_twice() -> None:
+    # A backlog drained at full speed: 50 messages of one sensor within one millisecond of the clock.
+    clock = ManualClock(1_767_225_600.0004)
+    dev = device({"id": "th-s", "mqtt": {"topic": "a/th-s"}, "points": TH})
+    sink = RecordingSink()
+    collector, _ = offline_collector([dev], sink, clock=clock)
+    for i in range(50):
+        collector.handle(message("a/th-s", b'{"t": 20.%d, "rh": 50}' % (i % 10), qos=1, mid=i + 1))
+    stamps = sorted({r.time for r in sink.readings})
+    assert len(stamps) == 50 and stamps[0] == 1_767_225_600.0
+    assert all(round((b - a) * 1000) == 1 for a, b in zip(stamps, stamps[1:], strict=False))
+    # After a restart the stamps go on after the newest stored reading, even one ahead of the clock.
+    restarted, _ = offline_collector([dev], sink := RecordingSink(), clock=clock)
+    restarted.continue_stamps({"th-s": stamps[-1]})
+    restarted.handle(message("a/th-s", b'{"t": 21, "rh": 50}', qos=1, mid=99))
+    assert {r.time for r in sink.readings} == {round(stamps[-1] + 0.001, 3)}
