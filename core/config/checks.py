@@ -114,6 +114,17 @@ def _check_rules(cfg: Config, room_ids: set[str]) -> list[tuple[Loc, str]]:
                 problems.append(
                     (("rules", i, "room"), f"device {dev.id!r} is in room {dev.room!r}, not {rule.room!r}")
                 )
+            if derived:
+                # The engine derives it per room (rules/engine.py, device "climate"): a rule that names a
+                # device would never find it, and stay unknown for ever.
+                problems.append(
+                    (
+                        ("rules", i, "device"),
+                        f"{rule.metric!r} is derived per room, not measured by a device: "
+                        f"write room: {dev.room} instead of device: {dev.id}",
+                    )
+                )
+                continue
             measured = sorted(p.metric for p in dev.points)
             if not derived and rule.metric not in measured:
                 problems.append(

@@ -6,7 +6,8 @@ above the lowest germination isopleth LIM0 (Zeng et al. 2023), RH_crit(T) = 100Â
 germination is expected.
 - Input: the engine derives the metric ``mold_risk`` (that 0â€¦1+ factor, accumulated from the room's
   temperature and humidity and reset only slowly) and hands it in as a ``SeriesView`` with
-  ``metric="mold_risk"`` and the T/H device as ``device``. This module only judges it.
+  ``metric="mold_risk"`` and ``device="climate"`` (the room's, not one transmitter's: a site rule on it
+  names the room, core/config/checks.py). This module only judges it.
 - Default: warning at 1.0 (germination expected). It clears once the factor is back below the limit for
   clear_for (5 min, issue 3's brief); the factor itself decays slowly, so this does not flap.
 """
