@@ -3,6 +3,7 @@ acknowledgement only once stored, and the in-flight window."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -859,7 +860,7 @@ def test_messages_without_a_time_are_never_stamped_in_the_same_millisecond_twice
         collector.handle(message("a/th-s", b'{"t": 20.%d, "rh": 50}' % (i % 10), qos=1, mid=i + 1))
     stamps = sorted({r.time for r in sink.readings})
     assert len(stamps) == 50 and stamps[0] == 1_767_225_600.0
-    assert all(round((b - a) * 1000) == 1 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all(round((b - a) * 1000) == 1 for a, b in itertools.pairwise(stamps))
     # After a restart the stamps go on after the newest stored reading, even one ahead of the clock.
     restarted, _ = offline_collector([dev], sink := RecordingSink(), clock=clock)
     restarted.continue_stamps({"th-s": stamps[-1]})
