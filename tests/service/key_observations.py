@@ -161,6 +161,8 @@ def _mqtt_messages() -> list[tuple[float, str, bytes]]:
         (5.0, "archive/r1/leak-1", b"0"),
         (5.0, "archive/r3/th/th-31", b'{"sensor": {"t": 19.8, "rh": 51.2}, "ts": 1767225600}'),
         (5.0, "archive/r3/th/th-32", b'{"sensor": {"t": 20.1, "rh": 50.4}, "ts": 1767225610}'),
+        # A gateway whose clock runs two minutes ahead: within mqtt.max_clock_skew (5 min), or not.
+        (5.0, "archive/r3/th/th-33", b'{"sensor": {"t": 19.9, "rh": 50.8}, "ts": 1767225770}'),
         (60.0, "archive/r1/door-1", json.dumps({**door, "contact": "closed", "battery": 86}).encode()),
         (65.0, "archive/r1/door-1/status", b"offline"),
     ]
@@ -350,6 +352,30 @@ async def batching(cfg: Config, folder: Path) -> list[int]:
         s.pipeline.submit([Reading("di-1", room, "smoke", 0.0, "", clock.now() + i) for i in range(25)])
         await s.pipeline.stop()
     return sizes
+
+
+async def pending_bound(cfg: Config, folder: Path) -> dict[str, int]:
+    """3,000 polled readings while another connection holds the readings file: what waits, what is
+    dropped (storage.timeseries.max_pending)."""
+    clock = ManualClock()
+    async with opened(build(cfg, folder, clock=clock)) as s:
+        locker = sqlite3.connect(folder / "readings.db", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            room = s.config.device("th-1").room
+            for i in range(1500):
+                at = clock.now() + i
+                s.pipeline.submit(
+                    [
+                        Reading("th-1", room, "humidity", 50.0, "%RH", at),
+                        Reading("th-1", room, "temperature", 20.0, "°C", at),
+                    ]
+                )
+            seen = {"pending": s.pipeline.pending, "dropped": s.pipeline.dropped}
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+    return seen
 
 
 async def _settle(rounds: int = 20) -> None:

@@ -156,6 +156,7 @@ PROBES: dict[str, Probe] = {
     "mqtt.keepalive": Probe(("mqtt", "keepalive"), 60, MQTT),
     "mqtt.session_expiry": Probe(("mqtt", "session_expiry"), "1d", MQTT),
     "mqtt.receive_maximum": Probe(("mqtt", "receive_maximum"), 100, MQTT),
+    "mqtt.max_clock_skew": Probe(("mqtt", "max_clock_skew"), "1m", MQTT, why="th-33's clock is 2 min ahead"),
     # Storage
     "storage.database": Probe(("storage", "database"), "sqlite:///archive/records.db", obs.storage_files),
     # One valid value today (sqlite): the probe is the refusal of any other
@@ -168,6 +169,9 @@ PROBES: dict[str, Probe] = {
         ("storage", "timeseries", "flush_interval"), "5s", obs.lingering
     ),
     "storage.timeseries.batch_size": Probe(("storage", "timeseries", "batch_size"), 10, obs.batching),
+    "storage.timeseries.max_pending": Probe(
+        ("storage", "timeseries", "max_pending"), 1000, obs.pending_bound
+    ),
     # Site thresholds (r1 overrides humidity max and for; r2 and r3 take the site's)
     "thresholds.humidity.for": Probe(("thresholds", "humidity", "for"), "20m", RULES),
     "thresholds.humidity.clear": Probe(("thresholds", "humidity", "clear"), 4, RULES),
