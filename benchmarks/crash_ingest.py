@@ -11,8 +11,10 @@ duplicates, readings that were never sent, and the rejected counts the API repor
 
     python benchmarks/crash_ingest.py [--readings 100000] [--kills 3] [--seed 4] [--protocol 5|3.1.1]
 
-Node-RED on this machine (acks on arrival, in-memory queue) lost 92,131 of 99,000 valid readings
-killed once after the broker had handed over 100,000; its memory grew to 300–600 MB under the backlog.
+A peer's figure, not measured by this script and never printed: Node-RED (acks on arrival, in-memory
+queue), killed once after the broker had handed over 100,000 messages, lost 92,131 of 99,000 valid
+readings, its memory grown to 300–600 MB under the backlog (quoted in this repository since
+2026-11-29, commit 013eb52; its payload was not recorded with it).
 
 Last line: ``{"sent": …, "stored": …, "lost": …, "duplicates": …, "rss_peak_mb": …}`` (plus details).
 
@@ -635,7 +637,6 @@ def main() -> None:
         f"({'exact' if result.rejected_counted == result.rejected_expected else 'MISMATCH'}); "
         f"service RSS peak {result.rss_peak_mb} MB"
     )
-    print("Node-RED here: 92,131 of 99,000 valid readings lost, 300–600 MB under the backlog")
     print(
         json.dumps(
             {
