@@ -55,20 +55,23 @@ message; and, quoted in this repository since 2026-11-29 (commit 013eb52), 24,60
                                 [--drain-msg-messages N (default --messages; 0: skip)]
                                 [--topics wildcard|exact] [--cases live,drain,drain_msg]
                                 [--profile FILE [--profile-mode busy|gil|idle]] [--quick]
+                                [--receive-maximum N] [--batch-size N] (drain_msg what-ifs)
 
-``--quick`` is a smoke run of well under a minute (20,000 messages for live and drain, 50,000 for
-drain_msg). Last line: ``{"pipeline_per_s": …, "bare_per_s": …, "ratio": …, "pipeline_msgs_per_s": …,
-"msg_ratio": …, "readings_per_msg": 2, "drain_per_s": …, "bare_drain_per_s": …, "drain_ratio": …,
-"drain_msg_per_s": …, "bare_drain_msg_per_s": …, "drain_msg_ratio": …, "drain_msg_cpu_us": …,
-"bare_drain_msg_cpu_us": …, "drain_msg_stored": …, "drain_msg_expected": …, "drain_msg_complete": …,
-"drain_msg_other_cores": …}``
-(the keys of the cases run). As the issue defines them, ``pipeline_per_s`` is readings stored per second
-and ``bare_per_s`` messages received per second; with two readings a message, ``msg_ratio`` (messages
-per second through the pipeline ÷ bare, target ≥ 0.5) is the like-for-like comparison. ``drain_per_s``
-is rows (= messages) stored per second in the drain case, ``bare_drain_per_s`` the bare subscriber's
-messages per second on the same queue, ``drain_ratio`` their quotient (target ≥ 0.7).
-``drain_msg_ratio`` is the service's messages per second ÷ the bare subscriber's (MQTT 5 both, target
-≥ 0.6); ``drain_msg_cpu_us`` and ``bare_drain_msg_cpu_us`` are CPU µs per message.
+``--receive-maximum`` and ``--batch-size`` write mqtt.receive_maximum (and Mosquitto's window) and
+storage.timeseries.batch_size into the generated devices.yaml for an experiment; the output then says the
+figures are not the defaults. ``--quick`` is a smoke run of well under a minute (20,000 messages for live
+and drain, 50,000 for drain_msg). Last line: ``{"pipeline_per_s": …, "bare_per_s": …, "ratio": …,
+"pipeline_msgs_per_s": …, "msg_ratio": …, "readings_per_msg": 2, "drain_per_s": …, "bare_drain_per_s": …,
+"drain_ratio": …, "drain_msg_per_s": …, "bare_drain_msg_per_s": …, "drain_msg_ratio": …,
+"drain_msg_cpu_us": …, "bare_drain_msg_cpu_us": …, "drain_msg_stored": …, "drain_msg_expected": …,
+"drain_msg_complete": …, "drain_msg_other_cores": …}`` (the keys of the cases run). As the issue defines
+them, ``pipeline_per_s`` is readings stored per second and ``bare_per_s`` messages received per second;
+with two readings a message, ``msg_ratio`` (messages per second through the pipeline ÷ bare, target ≥
+0.5) is the like-for-like comparison. ``drain_per_s`` is rows (= messages) stored per second in the drain
+case, ``bare_drain_per_s`` the bare subscriber's messages per second on the same queue, ``drain_ratio``
+their quotient (target ≥ 0.7). ``drain_msg_ratio`` is the service's messages per second ÷ the bare
+subscriber's (MQTT 5 both, target ≥ 0.6); ``drain_msg_cpu_us`` and ``bare_drain_msg_cpu_us`` are CPU µs
+per message.
 """
 
 from __future__ import annotations
@@ -422,6 +425,18 @@ def main() -> None:
         default="wildcard",
         help="whole-service drain: one wildcard entry per room (default) or one exact topic per sensor",
     )
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=None,
+        help="drain_msg what-if: mqtt.receive_maximum (default: the service's)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="drain_msg what-if: storage.timeseries.batch_size (default: the service's)",
+    )
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument(
         "--quick",
@@ -468,7 +483,19 @@ def main() -> None:
                 proc.wait(10)
     if "drain_msg" in cases and drain_msg_n:
         profile = None if args.profile is None else py_spy_command(args.profile, args.profile_mode)
-        figures |= drain_msg_run(drain_msg_n, args.devices, exact=args.topics == "exact", profile=profile)
+        figures |= drain_msg_run(
+            drain_msg_n,
+            args.devices,
+            exact=args.topics == "exact",
+            profile=profile,
+            receive_maximum=args.receive_maximum,
+            batch_size=args.batch_size,
+        )
+        if args.receive_maximum or args.batch_size:
+            print(
+                f"drain_msg: NOT the defaults: mqtt.receive_maximum {args.receive_maximum or 'default'}, "
+                f"storage.timeseries.batch_size {args.batch_size or 'default'}"
+            )
         if profile is not None:
             print(f"drain_msg: profiled with py-spy into {args.profile} (its sampling slows the service)")
     print(json.dumps(figures))
@@ -560,13 +587,25 @@ def sensor_messages(messages: int, devices: int, rooms: int) -> list[tuple[str, 
     ]
 
 
-def service_config(workdir: Path, port: int, devices: int, rooms: int, *, exact: bool = False) -> Path:
+def service_config(
+    workdir: Path,
+    port: int,
+    devices: int,
+    rooms: int,
+    *,
+    exact: bool = False,
+    receive_maximum: int | None = None,
+    batch_size: int | None = None,
+) -> Path:
     """devices.yaml for `bafang run`: ``rooms`` paper rooms, their sensors' temperature and humidity, a probe.
 
     By default one wildcard entry per room (``zigbee2mqtt/<room>/+`` with device_id_segment 2) stands for
     every sensor there, as a site configures a Zigbee network of many identical sensors; ``exact`` lists
-    each sensor on its own topic instead. Everything not written here is the service's default.
+    each sensor on its own topic instead. Everything not written here is the service's default
+    (``receive_maximum`` and ``batch_size``, when given, are what-if settings for an experiment).
     """
+    mqtt_extra = "" if receive_maximum is None else f", receive_maximum: {receive_maximum}"
+    ts_extra = "" if batch_size is None else f", batch_size: {batch_size}"
     points = [
         "    points:",
         "      - {metric: temperature, path: temperature}",
@@ -575,10 +614,10 @@ def service_config(workdir: Path, port: int, devices: int, rooms: int, *, exact:
     per_room = -(-devices // rooms)
     lines = [
         "site: {name: 基准测试档案室}",
-        f'mqtt: {{url: "mqtt://127.0.0.1:{port}"}}',
+        f'mqtt: {{url: "mqtt://127.0.0.1:{port}"{mqtt_extra}}}',
         "storage:",
         f'  database: "sqlite:///{workdir}/bafang.db"',
-        "  timeseries: {backend: sqlite}",
+        f"  timeseries: {{backend: sqlite{ts_extra}}}",
         "rooms:",
         *(f"  - {{id: r{r + 1}, name: {r + 1}号库房, kind: paper}}" for r in range(rooms)),
         "devices:",
@@ -605,7 +644,8 @@ def service_config(workdir: Path, port: int, devices: int, rooms: int, *, exact:
             lines += [
                 f"  - id: {room}-z2m",
                 f"    room: {room}",
-                f'    mqtt: {{topic: "{Z2M_TOPIC.format(room=room, device="+")}", device_id_segment: 2{limit}}}',
+                f'    mqtt: {{topic: "{Z2M_TOPIC.format(room=room, device="+")}", '
+                f"device_id_segment: 2{limit}}}",
                 *points,
             ]
     config = workdir / "devices.yaml"
@@ -896,16 +936,31 @@ def py_spy_command(out: Path, mode: str) -> list[str]:
 
 
 def drain_msg_run(
-    messages: int, devices: int, *, exact: bool = False, profile: list[str] | None = None
+    messages: int,
+    devices: int,
+    *,
+    exact: bool = False,
+    profile: list[str] | None = None,
+    receive_maximum: int | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, float | int | bool]:
     """The whole service and a bare paho subscriber drain the same queued two-value messages."""
     rooms = min(ROOMS, devices)
     protocol = "5"  # the service's default
     with tempfile.TemporaryDirectory(prefix="bafang-drain-msg-") as tmp:
         workdir = Path(tmp)
-        broker, port = start_mosquitto(workdir, persistence=False)
+        # Mosquitto's max_inflight_messages is the window for MQTT 3.1.1 clients; keep it the service's.
+        broker, port = start_mosquitto(workdir, receive_maximum or 1000, persistence=False)
         try:
-            config = service_config(workdir, port, devices, rooms, exact=exact)
+            config = service_config(
+                workdir,
+                port,
+                devices,
+                rooms,
+                exact=exact,
+                receive_maximum=receive_maximum,
+                batch_size=batch_size,
+            )
             log = workdir / "bafang.log"
             register_bare(port, protocol, BARE_MSG_CLIENT_ID, Z2M_FILTER)
             register_service(config, log, port)
@@ -924,8 +979,9 @@ def drain_msg_run(
             others_bare = others.cores()
             bare = messages / bare_s
             print(
-                f"drain_msg: bare paho subscriber (MQTT {protocol}, acks on arrival): {messages:,} messages in "
-                f"{bare_s:.2f} s = {bare:,.0f} msg/s, {bare_cpu / messages * 1e6:.1f} µs CPU per message"
+                f"drain_msg: bare paho subscriber (MQTT {protocol}, acks on arrival): {messages:,} "
+                f"messages in {bare_s:.2f} s = {bare:,.0f} msg/s, {bare_cpu / messages * 1e6:.1f} µs CPU "
+                "per message"
             )
             run = drain_service(config, log, 2 * messages, profile, broker.pid)
         finally:
@@ -937,9 +993,9 @@ def drain_msg_run(
     cpu_us = run.cpu_seconds / handled * 1e6 if handled else 0.0
     poll_share = run.polls * run.healthz_cpu_us / 1e6 / run.cpu_seconds if run.cpu_seconds else 0.0
     print(
-        f"drain_msg: bafang run (MQTT {protocol}, SQLite synchronous=FULL, acks after commit, rules and alert "
-        f"book): started in {run.startup_seconds:.2f} s, then {run.stored:,} of {run.expected:,} readings "
-        f"stored in {run.seconds:.2f} s (timed from {run.timed_from}) = {rate:,.0f} msg/s, "
+        f"drain_msg: bafang run (MQTT {protocol}, SQLite synchronous=FULL, acks after commit, rules and "
+        f"alert book): started in {run.startup_seconds:.2f} s, then {run.stored:,} of {run.expected:,} "
+        f"readings stored in {run.seconds:.2f} s (timed from {run.timed_from}) = {rate:,.0f} msg/s, "
         f"{cpu_us:.1f} µs CPU per message"
     )
     if not run.complete:
