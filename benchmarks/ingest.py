@@ -315,7 +315,7 @@ async def pipeline_run(
             sys.exit(f"pipeline: {pipeline.stored} of {expected} readings stored after 600 s")
     latest = await store.latest()
     elapsed = time.perf_counter() - started
-    collector.stop()
+    await collector.aclose()
     await pipeline.stop()
     await store.close()
     series = {(r.device, r.metric) for r in latest}

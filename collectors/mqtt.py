@@ -1,7 +1,12 @@
 """The MQTT collector: subscribes to the configured topics and hands decoded readings to the sink.
 
-MQTT pushes to us, so this is a service input: paho-mqtt's network thread calls ``handle`` for every
-message and the sink (thread-safe) takes what it decodes. QoS 1 with a persistent session (MQTT 3.1.1
+MQTT pushes to us, so this is a service input: paho-mqtt's client calls ``handle`` for every message
+and the sink (thread-safe) takes what it decodes. The client runs on an asyncio event loop through
+paho's external-loop interface (its socket read and written from the loop's selector, keepalive from a
+timer, reconnection with backoff here): in the service that is the service's own loop, so the MQTT
+client, the pipeline and the rules share one thread and never hand the interpreter lock to each other
+per message (measured: handing it between paho's own thread and the loop cost a fifth of the drain
+rate); a caller without a running loop (a tool, a test) gets a loop of the collector's own, in a thread. QoS 1 with a persistent session (MQTT 3.1.1
 ``clean_session=False``, MQTT 5 ``clean_start=False`` plus a session expiry) and a stable client id
 mean that neither a broker restart (with persistence) nor ours loses a message. Subscriptions are made
 in ``on_connect`` so every reconnect resubscribes, whatever the broker remembered.
@@ -11,7 +16,7 @@ PUBACK once the sink has stored what it carried, so a crash at any moment leaves
 stored with the broker, which delivers it again (same packet id) on the next connection. Messages
 with nothing to store (availability, topics no device owns, retained values we skip) are acknowledged
 at once. At most ``receive_maximum`` messages wait for their ack: MQTT 5 tells the broker so in
-CONNECT, and with either protocol the network thread stops reading the socket when the window is full
+CONNECT, and with either protocol the collector stops reading the socket when the window is full
 (TCP back-pressure), so a backlog waits in the broker, not in our memory.
 
 What a topic flood or a sensor with a wrong clock can do is bounded: a wildcard entry stands for at
@@ -27,6 +32,7 @@ hand the collector a client of their own instead of reaching into paho's private
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -64,7 +70,8 @@ _CAP_LOG_INTERVAL = 3600.0  # seconds between the lines counting messages refuse
 _FAILURE_LOG_INTERVAL = 60.0  # seconds between tracebacks of a handler bug that recurs message after message
 # Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _EPOCH_MS_THRESHOLD = 1e11
-_WINDOW_POLL = 0.5  # seconds between checks of `stopping` while the in-flight window is full
+RECONNECT_MIN, RECONNECT_MAX = 1.0, 60.0  # seconds between connection attempts, doubling
+_PACKETS_PER_WAKE = 1000  # packets read in one go from the socket's buffer before the loop runs others
 _BARRIER_TIMEOUT = 2.0  # seconds stop() waits for the broker to confirm the last acks
 
 # What a message gave: readings and rejections for the sink, or None when there is nothing to store.
@@ -172,6 +179,53 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+class _BufferedSocket:
+    """A TCP socket read 64 KiB at a time.
+
+    paho reads a packet in (at least) three ``recv`` calls: the type byte, the length bytes, the rest.
+    For 100-byte messages that is three system calls a message; from a buffer it is one every few
+    hundred. ``pending`` tells paho (and the collector) that buffered bytes wait without the socket
+    being readable (paho asks it of TLS sockets for the same reason).
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        """Up to ``n`` bytes: from the buffer, refilled from the socket when it is empty."""
+        if self._pos >= len(self._buf):
+            data: bytes = self._sock.recv(65536)
+            if not data:
+                return data
+            self._buf, self._pos = data, 0
+        end = self._pos + n
+        out = self._buf[self._pos : end]
+        self._pos = end
+        return out
+
+    def pending(self) -> int:
+        """Bytes read from the socket and not yet taken."""
+        return len(self._buf) - self._pos
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Client(paho.Client):
+    """paho's client with its plain TCP socket buffered (``_BufferedSocket``).
+
+    ``_create_socket`` is paho's own (paho-mqtt 2.x, pinned below 3 in pyproject.toml; a test checks it
+    is still there): the one place that knows the socket before paho uses it. TLS sockets buffer
+    themselves and are left alone.
+    """
+
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        return sock if self._ssl or self._transport != "tcp" else _BufferedSocket(sock)
+
+
 def default_client_factory(broker: MqttBroker, *, protocol: MQTTProtocolVersion, tls: bool) -> paho.Client:
     """The paho client for a broker: MQTT 5 or 3.1.1 with a persistent session, manual acks, credentials, TLS.
 
@@ -181,11 +235,11 @@ def default_client_factory(broker: MqttBroker, *, protocol: MQTTProtocolVersion,
     # manual_ack: paho sends no PUBACK after on_message; `_Ack` sends it once the sink has stored it.
     if protocol == MQTTProtocolVersion.MQTTv5:
         # The session outlives the connection through clean_start=False and an expiry, set at connect.
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=protocol, manual_ack=True
         )
     else:
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=broker.client_id,
             clean_session=False,
@@ -207,15 +261,6 @@ def default_client_factory(broker: MqttBroker, *, protocol: MQTTProtocolVersion,
         if cfg is not None and cfg.insecure:
             client.tls_insecure_set(True)
     return client
-
-
-def _on_event_loop() -> bool:
-    """Whether this thread is running an asyncio event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _split_path(path: str | None) -> tuple[str, ...] | None:
@@ -328,28 +373,37 @@ class MqttCollector:
         self._stamps: dict[str, int] = {}
         # (device, metric) → [reason, count] while values are being rejected: log once per streak.
         self._streaks: dict[tuple[str, str | None], list[Any]] = {}
-        # paho calls handle() from one thread; the lock covers the caches a caller on another thread may touch.
+        # paho calls handle() on the client's loop; the lock covers the caches another thread may touch.
         self._lock = threading.Lock()
         # A handler bug that recurs on every message: its traceback at most once a minute, with a count.
         self._failures = 0
         self._failure_logged_at = -math.inf
 
-        # The in-flight window: messages handed to the sink whose ack has not come back. The condition
-        # guards the count, the generation and `_stopping`; paho's thread waits on it when the window is full.
+        # The in-flight window: messages handed to the sink whose ack has not come back. The lock guards
+        # the count and the generation (acks may come from another thread than the loop's).
         self._window_lock = threading.Lock()  # taken bare on the per-message path: a C-level enter
-        self._cond = threading.Condition(self._window_lock)
         self._inflight = 0
         self._max_inflight = broker.receive_maximum
         # Resume reading at three quarters: one wake-up per stored batch, not one per ack.
         self._low_water = broker.receive_maximum - max(1, broker.receive_maximum // 4)
-        self._waiting = False
+        self._paused = False  # the window is full: the socket is not read (loop thread only)
         # Bumped on every disconnect and connect. An ack from an older connection is not sent: the broker
         # has already delivered that message again on the new one (same packet id, its own ack), and a
         # late PUBACK there could acknowledge a different message that reuses the id.
         self._generation = 0
         # stop() waits for the UNSUBACK of this filter (never subscribed) to know the broker has our acks.
         self._barrier_topic = f"bafang/ack-barrier/{broker.client_id}"
-        self._barrier = threading.Event()
+        self._barrier: asyncio.Event | None = None  # created on the loop
+
+        # The event loop the client runs on (set by start), its thread, the socket paho uses now, and
+        # the tasks: connection (with reconnection) and paho's periodic work (keepalive).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._own_thread: threading.Thread | None = None
+        self._sock: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._gone: asyncio.Event | None = None  # set when the socket closes
+        self._closing = False
 
         self._connected = False
         self._sub_mid = -1
@@ -458,13 +512,17 @@ class MqttCollector:
         client = factory(self._broker, protocol=protocol, tls=self._tls)
         # Whatever the factory did: a message is acknowledged only once stored (`_Ack`), never by paho.
         client.manual_ack_set(True)
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_unsubscribe = self._on_unsubscribe
+        # The external-loop interface: the collector drives the socket from its event loop.
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         return client
 
     def _subscriptions(self) -> list[tuple[str, int]]:
@@ -492,8 +550,8 @@ class MqttCollector:
 
     @property
     def throttled(self) -> bool:
-        """Whether the network thread is waiting for acks before it reads more from the broker."""
-        return self._waiting
+        """Whether the collector waits for acks before it reads more from the broker."""
+        return self._paused
 
     def continue_stamps(self, latest: Mapping[str, float]) -> None:
         """Arrival stamps of a device go on after its newest stored reading (device id → epoch s).
@@ -512,8 +570,9 @@ class MqttCollector:
         self._where = f"{self._broker.client_id}@{host}:{port}"
 
     def start(self) -> None:
-        """Connect in the background; paho's thread reconnects with backoff for as long as we run."""
-        self._stopping = False
+        """Connect in the background, on the running event loop (or on a loop of our own in a thread
+        when none runs here); reconnect with backoff for as long as we run."""
+        self._stopping = self._closing = False
         props: Properties | None = None
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -524,7 +583,16 @@ class MqttCollector:
             )
         else:
             self._client.connect_async(self._host, self._port, keepalive=self._broker.keepalive)
-        self._client.loop_start()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = asyncio.new_event_loop()
+            self._own_thread = threading.Thread(
+                target=loop.run_forever, name=f"bafang-mqtt-{self._broker.client_id}", daemon=True
+            )
+            self._own_thread.start()
+        self._loop = loop
+        self._on_loop(self._begin)
         log.info(
             "mqtt %s: connecting (MQTT %s, %d topics)",
             self._where,
@@ -532,28 +600,170 @@ class MqttCollector:
             len(self._subscriptions()),
         )
 
+    def _begin(self) -> None:
+        assert self._loop is not None
+        self._loop_thread = threading.get_ident()
+        self._gone = asyncio.Event()
+        self._barrier = asyncio.Event()
+        self._task = self._loop.create_task(self._run(), name=f"bafang-mqtt-{self._broker.client_id}")
+
+    def _on_loop(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the client's loop: now when called there (or before any loop), else soon."""
+        loop = self._loop
+        if loop is None or self._loop_thread == threading.get_ident():
+            fn()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(fn)
+
     def pause(self) -> None:
         """Hand nothing more to the sink; acks still go out while connected (call before a last flush).
 
         Messages arriving from now on are neither handed over nor acknowledged: the broker delivers
         them again on our next connection.
         """
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        self._stopping = True
 
-    def stop(self) -> None:
-        """Disconnect (the broker keeps our session) and stop the network thread."""
+    async def aclose(self) -> None:
+        """Stop: the last acks confirmed by the broker, then disconnect (the broker keeps our session).
+
+        Called on the client's loop (the service's); ``stop`` does the same from any other thread.
+        """
         self.pause()
-        # The embedded broker runs on the service's event loop: waiting on that loop's thread for its
-        # answer would only time out. (runtime stops us through asyncio.to_thread.)
-        if self._connected and not (self._broker.url == "embedded" and _on_event_loop()):
-            self._flush_acks()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._closing = True
+        if self._connected:
+            await self._flush_acks()
+        if self._sock is not None and self._gone is not None:
+            self._client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_BARRIER_TIMEOUT):
+                    await self._gone.wait()  # DISCONNECT written, the socket closed
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         self._connected = False
 
-    def _flush_acks(self) -> None:
+    def stop(self) -> None:
+        """Stop from a thread other than the client's loop (a tool, a test); see ``aclose``."""
+        loop = self._loop
+        if loop is None:
+            self.pause()
+            return
+        if self._loop_thread == threading.get_ident():
+            raise RuntimeError("MqttCollector.stop() on its own event loop: await aclose() instead")
+        if not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(_BARRIER_TIMEOUT * 3)
+        if self._own_thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._own_thread.join(10)
+            loop.close()
+            self._own_thread = None
+        self._loop = None
+
+    # -------------------------------------------------------------------------------------------
+    # Driving paho from the loop (paho's external-loop interface)
+
+    async def _run(self) -> None:
+        """Connect, wait for the connection to end, reconnect with backoff; until closed."""
+        assert self._gone is not None
+        delay = RECONNECT_MIN
+        misc = asyncio.create_task(self._misc())
+        try:
+            while not self._closing:
+                self._gone.clear()
+                try:
+                    # The TCP (and TLS) connect blocks: on a worker thread, never on the loop. paho's
+                    # socket callbacks come back to the loop through _on_loop.
+                    await asyncio.to_thread(self._client.reconnect)
+                except Exception as exc:
+                    self._connect_failed(f"cannot connect: {exc}")
+                else:
+                    await self._gone.wait()
+                    if self._ever_connected and not self._failing:
+                        delay = RECONNECT_MIN  # it was up: the next attempt comes soon
+                if self._closing:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+        finally:
+            misc.cancel()
+
+    async def _misc(self) -> None:
+        """paho's periodic work: keepalive pings, and noticing a broker that went silent."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self._sock is not None:
+                self._client.loop_misc()
+
+    def _on_socket_open(self, client: paho.Client, userdata: object, sock: Any) -> None:
+        self._on_loop(lambda: self._opened(sock))
+
+    def _opened(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._sock = sock
+        self._paused = False
+        self._loop.add_reader(sock, self._readable)
+
+    def _on_socket_close(self, client: paho.Client, userdata: object, sock: Any) -> None:
+        self._on_loop(lambda: self._closed(sock))
+
+    def _closed(self, sock: Any) -> None:
+        assert self._loop is not None
+        if sock is self._sock:
+            self._sock = None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        if self._gone is not None:
+            self._gone.set()
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: object, sock: Any) -> None:
+        self._on_loop(lambda: self._want_write(sock))
+
+    def _want_write(self, sock: Any) -> None:
+        assert self._loop is not None
+        if sock is self._sock:
+            self._loop.add_writer(sock, self._client.loop_write)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: object, sock: Any) -> None:
+        self._on_loop(lambda: self._no_write(sock))
+
+    def _no_write(self, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)
+
+    def _readable(self) -> None:
+        """Read what the socket (and its buffer) holds, a bounded number of packets at a time."""
+        client, sock = self._client, self._sock
+        pending = getattr(sock, "pending", None)
+        for _ in range(_PACKETS_PER_WAKE):
+            if client.loop_read() != paho.MQTT_ERR_SUCCESS or self._paused or self._sock is not sock:
+                return
+            if pending is None or not pending():
+                return
+        assert self._loop is not None
+        self._loop.call_soon(self._readable)  # more buffered: after what else waits on the loop
+
+    def _pause_reading(self) -> None:
+        """The window is full: read nothing more until acks free a quarter of it (TCP holds the rest)."""
+        if self._paused or self._sock is None or self._loop is None:
+            return
+        self._paused = True
+        log.debug("mqtt %s: %d messages await storage; pausing reads", self._where, self._inflight)
+        self._loop.remove_reader(self._sock)
+        if self._inflight <= self._low_water:  # the acks came meanwhile (from another thread)
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if not self._paused or self._sock is None or self._loop is None:
+            return
+        self._paused = False
+        self._loop.add_reader(self._sock, self._readable)
+        self._loop.call_soon(self._readable)  # what the buffer already holds
+
+    async def _flush_acks(self) -> None:
         """Wait (briefly) until the broker has processed the PUBACKs sent so far.
 
         paho closes the socket right after writing DISCONNECT; a message the broker sends meanwhile
@@ -562,17 +772,23 @@ class MqttCollector:
         broker answers a client's packets in order, so an UNSUBACK for a filter we never subscribed to
         proves every earlier PUBACK arrived.
         """
-        self._barrier.clear()
+        barrier = self._barrier
+        if barrier is None:
+            return
+        barrier.clear()
         rc, _ = self._client.unsubscribe(self._barrier_topic)
         if rc != paho.MQTT_ERR_SUCCESS:
             return
-        if not self._barrier.wait(_BARRIER_TIMEOUT):
+        try:
+            async with asyncio.timeout(_BARRIER_TIMEOUT):
+                await barrier.wait()
+        except TimeoutError:
             log.warning(
                 "mqtt %s: broker did not confirm the last acks within %g s", self._where, _BARRIER_TIMEOUT
             )
 
     # -------------------------------------------------------------------------------------------
-    # paho callbacks (network thread): nothing may escape them
+    # paho callbacks (on the client's loop): nothing may escape them
 
     def _on_unsubscribe(
         self,
@@ -583,7 +799,8 @@ class MqttCollector:
         properties: Properties | None,
     ) -> None:
         # The collector unsubscribes only for the barrier (the UNSUBACK may beat unsubscribe()'s return).
-        self._barrier.set()
+        if self._barrier is not None:
+            self._barrier.set()
 
     def _on_connect(
         self,
@@ -666,45 +883,40 @@ class MqttCollector:
             # A bug here must not drop the connection: paho would re-raise into its loop.
             self._handler_failed("not handled", _topic_of(msg))
         if self._inflight >= self._max_inflight:
-            self._wait_for_window()
+            self._pause_reading()
 
     def _new_generation(self) -> None:
-        with self._cond:
+        with self._window_lock:
             self._generation += 1
 
-    def _wait_for_window(self) -> None:
-        """Block paho's network thread until acks free the window: the backlog stays in the broker.
-
-        While we wait paho reads nothing more from the socket, so TCP flow control holds the broker
-        back (MQTT 3.1.1 has no receive maximum). Acks from the sink's thread only queue the PUBACK and
-        take no paho lock (paho holds ``_in_callback_mutex`` around this call), so they go out as soon
-        as this returns.
-        """
-        with self._cond:
-            if self._inflight < self._max_inflight:
-                return
-            log.debug("mqtt %s: %d messages await storage; pausing reads", self._where, self._inflight)
-            self._waiting = True
-            try:
-                while self._inflight > self._low_water and not self._stopping:
-                    self._cond.wait(_WINDOW_POLL)
-            finally:
-                self._waiting = False
-
     def _acked(self, ack: _Ack, *, send: bool) -> None:
-        """An ack came back (send) or a submit failed (not send): free its slot, PUBACK if still valid."""
+        """An ack came back (send) or a submit failed (not send): free its slot, PUBACK if still valid.
+
+        Any thread may call it (the pipeline acks from the loop's thread in the service); the PUBACK
+        itself is queued on the client's loop, where disconnects happen too.
+        """
         with self._window_lock:
             if ack._done:
                 return
             ack._done = True
             self._inflight -= 1
-            # Under the lock, so a disconnect cannot slip between the check and the queueing (a PUBACK
-            # queued before the disconnect is dropped by paho's reconnect, which clears its queue).
-            if send and ack._generation == self._generation:
-                # Only queues the packet and wakes paho's select through its socket pair.
-                self._client.ack(ack._mid, ack._qos)
-            if self._waiting and (self._inflight <= self._low_water or self._stopping):
-                self._cond.notify()
+            current = send and ack._generation == self._generation
+            resume = self._paused and self._inflight <= self._low_water
+        if current:
+            loop = self._loop
+            if loop is None or self._loop_thread == threading.get_ident():
+                self._send_ack(ack._mid, ack._qos, ack._generation)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(self._send_ack, ack._mid, ack._qos, ack._generation)
+        if resume:
+            self._on_loop(self._resume_reading)
+
+    def _send_ack(self, mid: int, qos: int, generation: int) -> None:
+        # A PUBACK queued for an older connection is not sent: the broker delivers that message again
+        # on the new one (same packet id, its own ack), and a late PUBACK there could acknowledge a
+        # different message that reuses the id.
+        if generation == self._generation:
+            self._client.ack(mid, qos)
 
     # -------------------------------------------------------------------------------------------
     # Messages

@@ -223,7 +223,7 @@ async def stop(s: Services) -> None:
     s.rules.evaluate_due()
     await save_states(s)
     for collector in s.mqtt:
-        await asyncio.to_thread(collector.stop)
+        await collector.aclose()
     s.book.flush()
     if not await asyncio.to_thread(s.writer.close, STOP_WRITES):
         log.error("records: some writes were not done before stopping (the database did not answer)")

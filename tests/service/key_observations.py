@@ -201,7 +201,7 @@ async def mqtt_session(cfg: Config, folder: Path) -> dict[str, Any]:
             (collector,) = s.mqtt
             collector.start()
             (client,) = clients
-            connect, subscribe = client.handshake()
+            connect, subscribe = await client.handshake()
             start = clock.now()
             for mid, (at, topic, payload) in enumerate(_mqtt_messages(), 1):
                 clock.advance(start + at - clock.now())
@@ -211,7 +211,6 @@ async def mqtt_session(cfg: Config, folder: Path) -> dict[str, Any]:
         end.close()
     return {
         "asked": client.asked,
-        "loop_started": client.loop_started,
         "connect": dataclasses.asdict(connect),
         "subscribe": subscribe.filters,
         **stored,

@@ -136,7 +136,7 @@ async def test_collector_on_the_embedded_broker_keeps_its_session(
         pub.publish("archive/r1/th-1", b'{"t": 20.5}', qos=1)
         await eventually(lambda: len(sink.readings) == 1, what="a reading")
     finally:
-        collector.stop()
+        await collector.aclose()
     # Away: the broker queues QoS 1 messages for our persistent session.
     infos = [pub.publish("archive/r1/th-1", json.dumps({"t": float(i)}), qos=1) for i in range(5)]
     await eventually(lambda: all(i.is_published() for i in infos), what="PUBACKs while we are away")
@@ -145,4 +145,4 @@ async def test_collector_on_the_embedded_broker_keeps_its_session(
     try:
         await eventually(lambda: len({r.value for r in sink.readings}) == 6, what="the 5 queued messages")
     finally:
-        again.stop()
+        await again.aclose()

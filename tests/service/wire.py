@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
 
 CONNECT, CONNACK, SUBSCRIBE = 1, 2, 8
 
@@ -210,10 +209,9 @@ class BrokerEnd:
 
 
 class WireClient(paho.Client):
-    """A production-built paho client that connects to a ``BrokerEnd`` and starts no network thread."""
+    """A production-built paho client that connects to a ``BrokerEnd`` instead of the broker asked for."""
 
     asked: tuple[str, int] | None
-    loop_started: bool
     end: BrokerEnd
 
     @classmethod
@@ -221,7 +219,7 @@ class WireClient(paho.Client):
         """Give a client built elsewhere this class, keeping everything it was configured with."""
         client.__class__ = cls
         assert isinstance(client, WireClient)
-        client.asked, client.loop_started, client.end = None, False, end
+        client.asked, client.end = None, end
         return client
 
     def connect_async(
@@ -239,23 +237,17 @@ class WireClient(paho.Client):
         host, port = self.end.address
         super().connect_async(host, port, keepalive, bind_address, bind_port, clean_start, properties)
 
-    def loop_start(self) -> MQTTErrorCode:
-        """No network thread: the test drives ``loop`` itself."""
-        self.loop_started = True
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+    async def handshake(self) -> tuple[Connect, Subscribe]:
+        """Answer the collector's connection as a broker would (CONNACK), and read what it subscribes.
 
-    def loop_stop(self) -> MQTTErrorCode:
-        """Nothing to stop."""
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def handshake(self) -> tuple[Connect, Subscribe]:
-        """Connect as paho's network thread would, answer CONNACK, and read what the client subscribes."""
-        self.reconnect()  # opens the socket to the broker end and writes CONNECT
-        connect = _parse_connect(self.end.expect(CONNECT))
+        The collector connects and writes from its event loop (the test's): the broker end reads on a
+        worker thread meanwhile.
+        """
+        connect = _parse_connect(await asyncio.to_thread(self.end.expect, CONNECT))
         self.end.connack(connect.protocol)
-        for _ in range(2):  # the first loop reads CONNACK (on_connect subscribes), the next writes SUBSCRIBE
-            self.loop(timeout=0.2)
-        return connect, _parse_subscribe(self.end.expect(SUBSCRIBE), connect.protocol)
+        return connect, _parse_subscribe(
+            await asyncio.to_thread(self.end.expect, SUBSCRIBE), connect.protocol
+        )
 
 
 class SilentModbus:
