@@ -40,9 +40,11 @@ SWING_METRICS = frozenset({"temperature", "humidity"})
 MEAN_METRICS = frozenset({"pm25", "pm10", "co2", "hcho", "tvoc", "so2", "no2", "o3"})
 RISE_METRICS = frozenset({"temperature"})
 MOLD_RISK = "mold_risk"  # the derived per-room series the mold protection reads
-# At most this share of the time goes to evaluating batches under load: the event loop shares one
-# interpreter lock with the MQTT network thread, so what evaluation takes, ingest loses.
-EVAL_SHARE = 0.1
+# At most this share of the time goes to evaluating batches under load: the MQTT client, the pipeline
+# and the rules share the event loop's thread, so what evaluation takes, ingest loses. Idle or lightly
+# loaded, a batch is evaluated at once; under a drained backlog a room is evaluated every 20× its cost
+# (a 250-sensor room costs a few ms), and the 5 s tick evaluates every room regardless.
+EVAL_SHARE = 0.05
 SITE_RULES = "site"  # the evaluator of a room's site rules: their conditions name their own protection
 
 

@@ -81,7 +81,8 @@ class RollingMinMax:
 
     def add(self, time: float, value: float) -> bool:
         """Add a sample; False when it is already outside the window (dropped)."""
-        _check_sample(time, value)
+        if time - time or value - value:  # NaN or ±inf (x - x is 0.0 for every finite x)
+            _check_sample(time, value)
         key = time - time % self.resolution
         min_keys, mins, max_keys, maxs = self._min_keys, self._min, self._max_keys, self._max
         if (
@@ -209,7 +210,8 @@ class RollingMean:
 
     def add(self, time: float, value: float) -> bool:
         """Add a sample; False when it is already outside the window (dropped)."""
-        _check_sample(time, value)
+        if time - time or value - value:  # NaN or ±inf (x - x is 0.0 for every finite x)
+            _check_sample(time, value)
         if time > self._latest:
             self._latest = time
         key = time - time % self.resolution
@@ -344,7 +346,8 @@ class RateOfRise:
 
     def add(self, time: float, value: float) -> bool:
         """Add a sample; False when it is too old to count (dropped)."""
-        _check_sample(time, value)
+        if time - time or value - value:  # NaN or ±inf (x - x is 0.0 for every finite x)
+            _check_sample(time, value)
         if time >= self._latest_t:
             self._latest_t = time
             self._latest_v = value
