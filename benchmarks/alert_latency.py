@@ -20,7 +20,7 @@ The service runs with the timeseries defaults (``flush_interval`` 1 s, ``batch_s
                                        [--flush-interval 1s] [--batch-size 1000]
 
 Last line: ``{"alert_p50_ms": …, "alert_p99_ms": …, "alert_max_ms": …, "trials": …,
-"load_readings_per_s": …}``. Target (issue 3): p99 ≤ 250 ms.
+"load_readings_per_s": …}``. Target: p99 ≤ 250 ms.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ monitoring). Values are normal, so the alert book sees steady conditions, as on 
 
 Last line: ``{"evals_per_s": …, "throughput_with_rules_ratio": …, "readings_per_s_without": …,
 "readings_per_s_with": …, "pipeline_evals_per_s": …, "rooms": …, "protections_per_room": …}``.
-Targets (issue 3): ≥ 50,000 evaluations/s; ratio ≥ 0.75.
+Targets: ≥ 50,000 evaluations/s; ratio ≥ 0.75.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Derived climate of a room: dew point, Preservation Index and TWPI, %EMC, mold risk. Pure, no I/O.
 
-Every formula and threshold here comes from ../shared/domain/environment.md, which names its source
+Every formula and threshold here comes from docs/protections.md ("Climate maths"), which names its source
 and the published values it was checked against (tests/rules/test_climate.py repeats those checks).
 Time is passed in (seconds since the epoch); nothing here reads a clock.
 

@@ -164,7 +164,7 @@ class IdBlockRecord(Base):
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """An alert: the stored row, and the shape every layer uses (the lifecycle, the API, notification).
+    """An alert: the stored row, and the shape every layer uses (the lifecycle and the API).
 
     Times are epoch seconds. ``message`` is the rule's sentence; the lifecycle adds how long it has
     lasted when it shows an alert. ``id`` is reserved before the alert is written (reserve_alert_ids),

@@ -4,8 +4,8 @@ The schema is created and changed only by the Alembic migrations in ``store/migr
 models mirror it (``alembic revision --autogenerate`` compares against ``Base.metadata``).
 
 Devices that disappear from devices.yaml are not deleted: ``sync_config`` stamps ``removed_at`` on
-them (and on rooms no longer configured), so alerts and history that later issues attach to a device
-keep their reference. A device that comes back is revived with its counters.
+them (and on rooms no longer configured), so the alerts and history attached to a device keep their
+reference. A device that comes back is revived with its counters.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ NAMING_CONVENTION: dict[str, str] = {
 
 
 class Base(DeclarativeBase):
-    """Base of every record; later issues add alerts, notifications and dossiers here."""
+    """Base of every record (rooms, devices, rejection counters; alerts, their events and silences)."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime()}

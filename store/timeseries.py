@@ -1,4 +1,4 @@
-"""The readings store interface. The embedded SQLite backend implements it now; InfluxDB later.
+"""The readings store interface. The embedded SQLite backend is its one implementation.
 
 Writes are batched, asynchronous and fallible: ``write`` raises ``StoreError`` when the batch was not
 stored, and the caller keeps the batch and tries again.

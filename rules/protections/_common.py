@@ -14,7 +14,7 @@ from core.protections import PROTECTIONS
 from rules.model import Condition, RoomView, SeriesView, Severity
 
 # How long a threshold condition must stay clear before its alert resolves, unless configured
-# (the brief for issue 3: "clear_for (default 5m)"). Event contacts clear as soon as they return to normal.
+# (docs/protections.md, "Bafang's own defaults"). Event contacts clear as soon as they return to normal.
 DEFAULT_CLEAR_FOR = 300.0
 
 # Short zh-CN names used in messages (the vocabulary's are longer, e.g. 相对湿度).

@@ -1,12 +1,12 @@
 """防潮 Damp: relative humidity outside the room kind's band for a hold time, and the 24 h swing.
 
-Sources (see /work/shared/domain/environment.md):
+Sources (docs/protections.md):
 - Bands per room kind: JGJ 25-2010《档案馆建筑设计规范》Tables 5.2.1–5.2.2 (same values in
   档案库房技术管理暂行规定 1987 Art. 7–8): paper 45–60 %RH, special 45–55, magnetic 40–60,
   film copy 40–60, film master 35–45.
 - Daily fluctuation ≤ ±5 %RH: JGJ 25-2010 §5.2.3, read as max − min over a rolling 24 h ≤ 10 %RH.
-- Hold 10 min and critical at 70 %RH: issue 3 ("humidity has stayed above 60 % for ten minutes";
-  "warning at 60 %RH, critical at 70 %RH"). Hysteresis 2 %RH and clear_for 5 min: issue 3's brief.
+- Hold 10 min, critical at 70 %RH, hysteresis 2 %RH, clear_for 5 min: no source gives these; they are
+  Bafang's defaults, each with its reason in docs/protections.md ("Bafang's own defaults").
 """
 
 from __future__ import annotations

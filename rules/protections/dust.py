@@ -1,6 +1,6 @@
 """防尘 Dust: the 24 h mean of PM2.5 and PM10 above its limit.
 
-Sources (see /work/shared/domain/environment.md, 防尘 row): no archive-specific limit was found;
+Sources (docs/protections.md, 防尘 row): no archive-specific limit was found;
 GB/T 18883-2022《室内空气质量标准》(indoor air, human-health values, 24 h means) is the starting
 default: PM2.5 50 µg/m³, PM10 100 µg/m³. The rule reads the engine's rolling 24 h mean, so no hold is
 needed; until the engine has a mean the rule neither fires nor clears.

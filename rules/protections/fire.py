@@ -1,7 +1,7 @@
 """防火 Fire: smoke detectors and fire-panel contacts alert at once; the room temperature gives an
 advisory pre-alarm.
 
-Sources (see /work/shared/domain/environment.md, 防火 row):
+Sources (docs/protections.md, 防火 row):
 - Smoke / fire contact = critical at once.
 - Rate-of-rise convention: a temperature rise > 4 °C/min over a 1–5 min window, or a temperature
   ≥ 46 °C = fire pre-alarm. A T/H transmitter is not a certified heat detector, so this is advisory

@@ -1,7 +1,7 @@
 """防虫 Insects: any pest detection alerts at once; an insect-favourable climate that persists warns.
 
-Sources (see /work/shared/domain/environment.md, 防虫 row): "any detection; also warn when T > 25 °C
-and RH > 65 % persist (insect-favourable)". Detections are events, critical (issue 3).
+Sources (docs/protections.md, 防虫 row): "any detection; also warn when T > 25 °C
+and RH > 65 % persist (insect-favourable)". Detections are events, critical, as for rodents.
 - "Persist" has no duration in the sources: Bafang's default hold is 24 h, the same rolling day the
   other climate rules use; set `insects: {for: …}` per site.
 - A pest detector reports the count of its latest interval: a count above 0 is a detection.

@@ -1,10 +1,10 @@
 """防光 Light: light left on while the room is closed, and ultraviolet above its limit.
 
-Sources (see /work/shared/domain/environment.md, 防光 row): "light on while the room is closed (lux
+Sources (docs/protections.md, 防光 row): "light on while the room is closed (lux
 above a small threshold outside access hours); UV > 75 µW/lm".
 - The "small threshold" has no number in the sources: 10 lux is Bafang's default, far below any lit
   room and above darkness; set `light: {closed_lux: …}` per site.
-- Both are warnings that fire at once (no hold) and clear after clear_for (5 min, issue 3's brief).
+- Both are warnings that fire at once (no hold) and clear after clear_for (5 min, Bafang's default).
 """
 
 from __future__ import annotations

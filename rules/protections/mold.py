@@ -1,6 +1,6 @@
 """防霉 Mold: the room's accumulated mold risk reaches germination.
 
-Sources (see /work/shared/domain/environment.md, 防霉 row and "Mold"): growth needs sustained exposure
+Sources (docs/protections.md, 防霉 row and "Mold"): growth needs sustained exposure
 above the lowest germination isopleth LIM0 (Zeng et al. 2023), RH_crit(T) = 100·(0.02633·cosh(0.10083·
 (T − 30)) + 0.7153) %; an IPI-style mold risk factor sums Δt / days-to-germination, and ≥ 1 means
 germination is expected.
@@ -9,7 +9,7 @@ germination is expected.
   ``metric="mold_risk"`` and ``device="climate"`` (the room's, not one transmitter's: a site rule on it
   names the room, core/config/checks.py). This module only judges it.
 - Default: warning at 1.0 (germination expected). It clears once the factor is back below the limit for
-  clear_for (5 min, issue 3's brief); the factor itself decays slowly, so this does not flap.
+  clear_for (5 min, Bafang's default); the factor itself decays slowly, so this does not flap.
 """
 
 from __future__ import annotations

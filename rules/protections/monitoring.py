@@ -1,6 +1,6 @@
 """Monitoring lost (监测中断): a device with no valid reading for 3 poll intervals, or reported offline.
 
-Source: /work/shared/domain/environment.md, "monitoring lost" row: "no valid reading for 3 poll
+Source: docs/protections.md, "monitoring lost" row: "no valid reading for 3 poll
 intervals (or a point's stale_after) = alert of its own; a sensor that stops reporting must never show
 the last value as current". The engine marks ``SeriesView.stale`` using ``missed_intervals``; this
 module raises one alert per device (warning) and lists its silent metrics. The other protections show

@@ -1,6 +1,6 @@
 """防污染 Pollution: indoor gases above their limits (CO₂, HCHO, TVOC, SO₂, NO₂, O₃).
 
-Sources: /work/shared/domain/environment.md, 防污染 row: "thresholds per site (archive limits not
+Sources: docs/protections.md, 防污染 row: "thresholds per site (archive limits not
 found; GB/T 18883 values as fallback)". The fallback values are those of GB/T 18883-2022
 《室内空气质量标准》Table 1 (converted to the units of Bafang's metric vocabulary):
 CO₂ 0.10 % = 1000 ppm (1 h mean), HCHO 0.08 mg/m³ (1 h), TVOC 0.60 mg/m³ (8 h), SO₂ 0.50 mg/m³ =

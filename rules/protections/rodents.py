@@ -1,6 +1,7 @@
 """防鼠 Rodents: any detection by a rodent sensor alerts at once (critical).
 
-Source: /work/shared/domain/environment.md, 防鼠 row ("any detection"); events are critical (issue 3).
+Source: docs/protections.md, 防鼠 row ("any detection"); a detection is an event, critical at once:
+an animal in the store is damage under way, not a trend.
 """
 
 from __future__ import annotations

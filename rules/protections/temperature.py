@@ -1,11 +1,11 @@
 """防高温 Temperature: temperature outside the room kind's band for a hold time, and the 24 h swing.
 
-Sources (see /work/shared/domain/environment.md):
+Sources (docs/protections.md):
 - Bands per room kind: JGJ 25-2010《档案馆建筑设计规范》Tables 5.2.1–5.2.2 (same values in
   档案库房技术管理暂行规定 1987 Art. 7–8): paper 14–24 °C, special 14–20, magnetic 14–24,
   film copy 14–24, film master 13–15.
 - Daily fluctuation ≤ ±2 °C: JGJ 25-2010 §5.2.3, read as max − min over a rolling 24 h ≤ 4 °C.
-- Hold 10 min, clear_for 5 min: as for humidity (issue 3). Hysteresis 1 °C = twice the ±0.5 °C sensor
+- Hold 10 min, clear_for 5 min: as for humidity (Bafang's defaults, docs/protections.md). Hysteresis 1 °C = twice the ±0.5 °C sensor
   accuracy advised for paper stores, so sensor noise alone cannot clear an alert.
 - No critical level: no source gives one; a site sets `critical:` if it wants one (fire's 46 °C
   pre-alarm is separate, in fire.py).

@@ -1,6 +1,6 @@
 """防盗 Theft: door contacts and intrusion detectors, judged against the room's access hours.
 
-Sources (see /work/shared/domain/environment.md, 防盗 row): "door open outside access hours, or open
+Sources (docs/protections.md, 防盗 row): "door open outside access hours, or open
 longer than N min inside them; intrusion outside hours". The exit-gate rule (a dossier leaving without
 an open loan) belongs to the dossier tracker, not here.
 - N (door_open_max) has no source clause: 30 min is Bafang's default, long enough for fetching and

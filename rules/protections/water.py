@@ -1,6 +1,6 @@
 """防水 Water: a leak rope or point sensor that reports a leak alerts at once (critical).
 
-Source: /work/shared/domain/environment.md, 防水 row ("leak = critical at once"); JGJ 25-2010 §5.1.1
+Source: docs/protections.md, 防水 row ("leak = critical at once"); JGJ 25-2010 §5.1.1
 names 防水 among the protections of an archive store.
 """
 

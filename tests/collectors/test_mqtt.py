@@ -608,7 +608,7 @@ def test_retained_measurements_are_not_taken_as_current() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Acknowledged only once stored (issue 4): the handler alone
+# Acknowledged only once stored: the handler alone
 
 
 def test_qos1_message_is_acked_when_the_sink_acks_and_only_once() -> None:

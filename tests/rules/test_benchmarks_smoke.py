@@ -1,4 +1,4 @@
-"""The issue-3 benchmarks run at a tiny size and end with their JSON line (figures are not judged here)."""
+"""The rules and alert-latency benchmarks run at a tiny size and end with their JSON line (not judged)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Derived climate checked against the published values in ../shared/domain/environment.md."""
+"""Derived climate checked against the published values in docs/protections.md."""
 
 from __future__ import annotations
 
