@@ -168,7 +168,9 @@ async def pipeline_run(
     total = sum(len(b) for b in batches)
     store = SqliteReadingStore(workdir / f"{name}.db")
     await store.open()
-    pipeline = Pipeline(store, devices=device_infos(config))
+    # The feeder submits faster than any store writes: the buffer bound (storage.timeseries.max_pending)
+    # would drop readings, and this measures throughput, not the bound.
+    pipeline = Pipeline(store, devices=device_infos(config), max_pending=max(100_000, total))
     rules: RulesEngine | None = None
     if with_rules:
         rules, _ = new_rules(config, workdir, f"{name}-alerts", pipeline)
@@ -198,7 +200,7 @@ async def pipeline_run(
     try:
         await asyncio.wait_for(done.wait(), 600)
     except TimeoutError:
-        sys.exit(f"{name}: {seen} of {total} readings stored after 600 s")
+        sys.exit(f"{name}: {seen} of {total} readings stored after 600 s ({pipeline.dropped} dropped)")
     feeder.join()
     await pipeline.stop()
     await store.close()

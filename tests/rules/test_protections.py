@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -430,10 +431,11 @@ def test_protection(case: Case) -> None:
 
 
 def test_every_protection_has_a_module_citing_its_source() -> None:
+    assert (Path(__file__).parents[2] / "docs" / "protections.md").is_file()
     assert set(REGISTRY) == set(PROTECTIONS)
     for pid, mod in REGISTRY.items():
         doc = __import__(f"rules.protections.{pid}", fromlist=["x"]).__doc__ or ""
-        assert "environment.md" in doc, pid
+        assert "docs/protections.md" in doc, pid  # the sources, in this repository
         assert mod.INPUTS is not None
 
 

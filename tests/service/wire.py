@@ -201,6 +201,11 @@ class BrokerEnd:
         assert self._conn is not None
         self._conn.sendall(bytes([CONNACK << 4, 3, 0, 0, 0] if protocol == "5" else [CONNACK << 4, 2, 0, 0]))
 
+    def send(self, data: bytes) -> None:
+        """Write raw bytes to the client, as a broker (or a broken one) would."""
+        assert self._conn is not None
+        self._conn.sendall(data)
+
     def close(self) -> None:
         """Close both sockets."""
         if self._conn is not None:
