@@ -1,7 +1,7 @@
 """Benchmark the SQLite readings store: write() rows/s in 1,000-row batches, and latest() load at open.
 
 The baseline is a bare sqlite3 ``executemany`` of the same batches into the same schema (WAL,
-synchronous=NORMAL), in the same process, so the ratio says what the store's own work costs.
+synchronous=FULL, as the store), in the same process, so the ratio says what the store's own work costs.
 
     python benchmarks/readings_store.py [--series 2000] [--rows 1000] [--batch 1000]
 
@@ -40,7 +40,7 @@ def bare_rate(path: Path, data: list[Reading], batch: int) -> float:
     """Rows/s of a bare executemany into the readings table, one transaction per batch."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA synchronous=FULL")
     conn.execute(
         "CREATE TABLE readings (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, "
         "PRIMARY KEY (series_id, ts)) WITHOUT ROWID"
