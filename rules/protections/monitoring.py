@@ -85,10 +85,11 @@ def _device(
     if not trigger:
         message = f"{view.name} 设备 {device} {'离线，等待恢复' if offline else '监测正常'}"
     else:
-        last = max((s.time for s in series if s.time is not None), default=None)
-        since = (
-            f"，最后有效数据在 {(now - last) / 60:.0f} 分钟前" if last is not None else "，从未收到有效数据"
-        )
+        # The silent points' last reading, not the device's: a point still reporting says nothing of
+        # one that stopped (or never reported at all).
+        quiet = silent if silent and not offline else series
+        last = max((s.time for s in quiet if s.time is not None), default=None)
+        since = f"，最后有效数据{_ago(now - last)}" if last is not None else "，从未收到有效数据"
         what = "、".join(label(s.metric) for s in silent) if silent and not offline else "全部测点"
         message = f"{view.name} 设备 {device} {'离线' if offline else '数据中断'}：{what} 无有效数据{since}"
     return Condition(
@@ -105,3 +106,13 @@ def _device(
         message=message,
         clear_hold=0.0,
     )
+
+
+def _ago(seconds: float) -> str:
+    """When, for people ("在 5 分钟前"), changing at most once a minute (the message is re-rendered each pass)."""
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return "在 1 分钟内"
+    if minutes < 120:
+        return f"在 {minutes} 分钟前"
+    return f"在 {minutes // 60} 小时前"

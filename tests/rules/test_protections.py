@@ -410,6 +410,30 @@ CASES = [
         hold=60.0,
     ),
     Case("offline device never seen", "monitoring", room(offline=("th-9",)), {"stale@th-9": "trigger"}),
+    Case(
+        "a point that never reported, beside one that reports, is said never to have",
+        "monitoring",
+        room(sv("th-1", "humidity", None, stale=True), sv("th-1", "temperature", 21.0)),
+        {"stale@th-1": "trigger"},
+        message="一号库房 设备 th-1 数据中断：湿度 无有效数据，从未收到有效数据",
+    ),
+    Case(
+        "the silent point's last reading, not the device's freshest",
+        "monitoring",
+        room(
+            SeriesView("th-1", "humidity", 55.0, NOW - 3 * 3600 - 600, True),
+            sv("th-1", "temperature", 21.0),
+        ),
+        {"stale@th-1": "trigger"},
+        message="一号库房 设备 th-1 数据中断：湿度 无有效数据，最后有效数据在 3 小时前",
+    ),
+    Case(
+        "offline seconds ago",
+        "monitoring",
+        room(sv("th-1", "humidity", 50.0), offline=("th-1",)),
+        {"stale@th-1": "trigger"},
+        message="一号库房 设备 th-1 离线：全部测点 无有效数据，最后有效数据在 1 分钟内",
+    ),
     Case("room without devices", "monitoring", room(), {"no_devices": "unknown"}),
 ]
 
