@@ -142,4 +142,17 @@ def _check_rules(cfg: Config, room_ids: set[str]) -> list[tuple[Loc, str]]:
                 problems.append(
                     (("rules", i, "metric"), f"no device in room {rule.room!r} measures {rule.metric!r}")
                 )
+            elif derived and not any(
+                d.room == rule.room and {"temperature", "humidity"} <= {p.metric for p in d.points}
+                for d in cfg.devices
+            ):
+                # The engine derives it from one device's temperature and humidity (rules/engine.py
+                # climate_sources): without such a device the series never exists and the rule stays unknown.
+                problems.append(
+                    (
+                        ("rules", i, "metric"),
+                        f"{rule.metric!r} is derived from the temperature and humidity of one device, "
+                        f"and no device in room {rule.room!r} measures both",
+                    )
+                )
     return problems
