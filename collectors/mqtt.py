@@ -218,6 +218,7 @@ class _Received(paho.MQTTMessage):
     nothing reads for a received message) is made only if asked for."""
 
     __slots__ = ("_info",)
+    _info: paho.MQTTMessageInfo
 
     def __init__(self, mid: int, topic: bytes) -> None:  # paho's, without making ``info``
         self.timestamp = 0.0
@@ -229,8 +230,6 @@ class _Received(paho.MQTTMessage):
         self.qos = 0
         self.retain = False
         self.properties = None
-
-    _info: paho.MQTTMessageInfo
 
     @property
     def info(self) -> paho.MQTTMessageInfo:
