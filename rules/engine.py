@@ -18,6 +18,7 @@ from typing import Any
 
 from core.clock import Clock, SystemClock
 from core.config import Config, MqttDevice
+from core.metrics import METRICS
 from core.types import Reading
 from rules.climate import (
     MoldRiskAccumulator,
@@ -40,6 +41,9 @@ SWING_METRICS = frozenset({"temperature", "humidity"})
 MEAN_METRICS = frozenset({"pm25", "pm10", "co2", "hcho", "tvoc", "so2", "no2", "o3"})
 RISE_METRICS = frozenset({"temperature"})
 MOLD_RISK = "mold_risk"  # the derived per-room series the mold protection reads
+# Contacts (smoke, leak, door, intrusion, …): a change of state is an event that may complete an alert
+# at once, so the room it happens in is evaluated without waiting for its share (see on_readings).
+BINARY_METRICS = frozenset(m.name for m in METRICS.values() if m.binary)
 # At most this share of the time goes to evaluating batches under load: the MQTT client, the pipeline
 # and the rules share the event loop's thread, so what evaluation takes, ingest loses. Idle or lightly
 # loaded, a batch is evaluated at once; under a drained backlog a room is evaluated every 20× its cost
@@ -217,6 +221,7 @@ class RulesEngine:
         self.evaluations = 0
         self._eval_share = eval_share
         self._due: set[str] = set()  # rooms touched since the last evaluation
+        self._urgent: set[str] = set()  # rooms where a contact changed state since the last evaluation
         self._later: asyncio.Task[None] | None = None
         self._last_eval = 0.0  # clock's monotonic end of the last batch evaluation, and what it cost
         self._last_cost = 0.0
@@ -279,6 +284,12 @@ class RulesEngine:
             s = series.get((r.device, r.metric))
             if s is None:
                 s = self._series_for(r.device, r.metric, room)
+            if (
+                r.metric in BINARY_METRICS
+                and r.value != (s.value or 0.0)
+                and (s.time is None or r.time >= s.time)
+            ):
+                self._urgent.add(room)
             s.add(r.time, r.value)
             touched.add(room)
             if r.metric in SWING_METRICS and sources.get(room, r.device) == r.device:
@@ -328,24 +339,31 @@ class RulesEngine:
         The touched rooms are evaluated at once, unless the last evaluation was so recent that
         evaluating again would take more than EVAL_SHARE of the event loop: then once, a little later,
         for every room touched meanwhile. Idle or lightly loaded, an alert fires on the reading that
-        completes it; under a flood of batches, the rules cannot starve ingest.
+        completes it; under a flood of batches, the rules cannot starve ingest. A room where a contact
+        (smoke, leak, door, …) changed state is evaluated at once even then: a leak or a smoke alarm
+        fires on its own message, not up to twenty evaluations' cost later. That costs at most one
+        evaluation of those rooms per stored batch.
         """
         touched = self.ingest(batch)
         if not touched:
             return
+        urgent, self._urgent = self._urgent, set()
         self._due.update(touched)
-        if self._later is not None:
-            return  # an evaluation is already scheduled and will take these rooms too
-        until = self._last_eval + self._last_cost * (1 / self._eval_share - 1)
-        if until <= self._clock.monotonic():
-            self._evaluate_due()
-        else:
+        if self._later is None:
+            until = self._last_eval + self._last_cost * (1 / self._eval_share - 1)
+            if until <= self._clock.monotonic():
+                self._evaluate_due()
+                return
             self._later = asyncio.create_task(self._evaluate_later(until), name="bafang-rules-deferred")
+        if urgent:
+            self._due -= urgent  # the others wait for the deferred evaluation
+            self._evaluate_rooms(urgent)
 
     async def _evaluate_later(self, until: float) -> None:
         await self._clock.sleep(until - self._clock.monotonic())
         self._later = None
-        self._evaluate_due()
+        if self._due:  # empty when a contact's change evaluated every room waiting meanwhile
+            self._evaluate_due()
 
     def evaluate_due(self) -> None:
         """Evaluate now the rooms whose batches wait for a deferred evaluation (at shutdown)."""
@@ -358,12 +376,15 @@ class RulesEngine:
     def _evaluate_due(self) -> None:
         rooms, self._due = self._due, set()
         started = self._clock.monotonic()
+        self._evaluate_rooms(rooms)
+        self._last_eval = self._clock.monotonic()
+        self._last_cost = self._last_eval - started
+
+    def _evaluate_rooms(self, rooms: set[str]) -> None:
         try:
             self.evaluate(self._clock.now(), rooms)
         except Exception:
             log.exception("rules evaluation failed")
-        self._last_eval = self._clock.monotonic()
-        self._last_cost = self._last_eval - started
 
     # -- evaluation ------------------------------------------------------------------------------
 

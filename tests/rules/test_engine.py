@@ -193,8 +193,8 @@ async def test_batches_are_evaluated_at_once_when_idle_and_coalesced_under_load(
         assert [a.protection for a in book.alerts(state="active")] == ["fire"]  # idle: at once
         done = rules.evaluations
         cost = len(evaluators["r1"]) * 0.001
-        await rules.on_readings(climate(20.0, 52.0, clock.now()))
-        await rules.on_readings([Reading("door-1", "r1", "door", 1.0, "", clock.now())])
+        await rules.on_readings(climate(20.0, 52.0, clock.now())[:2])
+        await rules.on_readings(climate(20.1, 52.0, clock.now())[:2])
         assert rules.evaluations == done  # both deferred into one later evaluation
         clock.advance(cost * 98)
         await asyncio.sleep(0.01)
@@ -205,6 +205,81 @@ async def test_batches_are_evaluated_at_once_when_idle_and_coalesced_under_load(
                 break
             await asyncio.sleep(0.01)
         assert rules.evaluations == done + len(evaluators["r1"])  # r1 once, for both batches
+
+
+TWO_ROOMS = """
+site: {timezone: Asia/Shanghai}
+rooms:
+  - {id: r1, name: 一号库房}
+  - {id: r2, name: 二号库房}
+devices:
+""" + "".join(
+    f"""  - id: th-{r}
+    room: {r}
+    mqtt: {{topic: a/th-{r}}}
+    points:
+      - {{metric: temperature, path: t}}
+      - {{metric: humidity, path: rh}}
+  - id: leak-{r}
+    room: {r}
+    mqtt: {{topic: a/leak-{r}}}
+    points:
+      - {{metric: water_leak, path: water_leak}}
+"""
+    for r in ("r1", "r2")
+)
+
+
+async def test_a_contact_changing_state_is_evaluated_at_once_even_while_evaluations_are_deferred(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(MONDAY_10H)
+    cfg = parse_config(TWO_ROOMS, environ={})
+
+    def slow(evaluate: Any) -> Any:
+        def timed(view: Any, now: float) -> Any:
+            clock.advance(0.001)
+            return evaluate(view, now)
+
+        return timed
+
+    def th(room: str, t: float) -> list[Reading]:
+        at = clock.now()
+        return [
+            Reading(f"th-{room}", room, "temperature", t, "°C", at),
+            Reading(f"th-{room}", room, "humidity", 50.0, "%RH", at),
+        ]
+
+    def leak(room: str, value: float) -> list[Reading]:
+        return [Reading(f"leak-{room}", room, "water_leak", value, "", clock.now())]
+
+    async with start(tmp_path, clock, TWO_ROOMS) as (_, book):
+        evaluators = {room: [(p, slow(e)) for p, e in ev] for room, ev in bind_evaluators(cfg).items()}
+        per_room = len(evaluators["r1"])
+        rules = RulesEngine(cfg, book, evaluators, clock=clock, eval_share=0.01)
+        await rules.on_readings(th("r1", 20.0) + th("r2", 20.0) + leak("r1", 0.0) + leak("r2", 0.0))
+        done = rules.evaluations
+        assert done == 2 * per_room  # idle: at once
+        await rules.on_readings(th("r1", 20.1) + th("r2", 20.1))
+        assert rules.evaluations == done  # under load: deferred
+        await rules.on_readings(leak("r2", 0.0))
+        assert rules.evaluations == done  # the same state again is no event: deferred too
+        await rules.on_readings(leak("r2", 1.0) + th("r2", 20.2))
+        # The leak fires on its own batch; only its room is evaluated, r1 still waits for its turn.
+        assert rules.evaluations == done + per_room
+        assert [(a.protection, a.room, a.state) for a in book.alerts(state="active")] == [
+            ("water", "r2", "firing")
+        ]
+        clock.advance(10.0)
+        for _ in range(100):
+            if rules.evaluations > done + per_room:
+                break
+            await asyncio.sleep(0.01)
+        assert rules.evaluations == done + 2 * per_room  # r1 once; r2 was taken with the leak
+        await rules.on_readings(leak("r2", 1.0) + leak("r2", 1.0))
+        clock.advance(10.0)
+        await rules.on_readings(leak("r2", 0.0))  # dry again: a change too, evaluated at once
+        assert rules.evaluations == done + 3 * per_room
 
 
 async def test_a_restart_gives_every_device_its_missed_intervals_before_monitoring_is_lost(
