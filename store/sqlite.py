@@ -382,12 +382,7 @@ class SqliteReadingStore:
                         pending.add(mark)
                 stored = self._insert_readings(conn, rows, accepted, found, pending)
                 for sid, ts, r in careful:
-                    placed = self._place(conn, sid, ts, r)
-                    if placed is None:
-                        found.append(_duplicate(r))
-                    else:
-                        stored.append(placed)
-                        pending.add((sid, round(placed.time * 1000) // HOUR_MS * 3600))
+                    self._place(conn, sid, ts, r, stored, found, pending)
                 _insert_rows(conn, _PENDING_SQL, 2, [v for mark in pending for v in mark])
                 counted = self._count_sync(conn, [*rejections, *found])
                 conn.execute("COMMIT")
@@ -455,17 +450,21 @@ class SqliteReadingStore:
                 if (sid, ts) in inserted:
                     stored.append(r)
                     continue
-                placed = self._place(conn, sid, ts, r)
-                if placed is None:
-                    found.append(_duplicate(r))
-                else:
-                    stored.append(placed)
-                    pending.add((sid, round(placed.time * 1000) // HOUR_MS * 3600))
+                self._place(conn, sid, ts, r, stored, found, pending)
         return stored
 
     @staticmethod
-    def _place(conn: sqlite3.Connection, sid: int, ts: int, r: Reading) -> Reading | None:
-        """Store a reading whose millisecond is taken: None when the same value is there (a duplicate)."""
+    def _place(
+        conn: sqlite3.Connection,
+        sid: int,
+        ts: int,
+        r: Reading,
+        stored: list[Reading],
+        found: list[Rejection],
+        pending: set[tuple[int, int]],
+    ) -> None:
+        """Store a reading whose millisecond is taken, a millisecond on (into ``stored``, its hour into
+        ``pending``), or count it a duplicate (into ``found``) when the same value is there."""
         for k in range(MAX_RETIME + 1):
             row = conn.execute(
                 "SELECT value FROM readings WHERE series_id = ? AND ts = ?", (sid, ts + k)
@@ -474,10 +473,12 @@ class SqliteReadingStore:
                 conn.execute(
                     "INSERT INTO readings (series_id, ts, value) VALUES (?, ?, ?)", (sid, ts + k, r.value)
                 )
-                return r if k == 0 else replace(r, time=(ts + k) / 1000.0)
+                stored.append(r if k == 0 else replace(r, time=(ts + k) / 1000.0))
+                pending.add((sid, (ts + k) // HOUR_MS * 3600))
+                return
             if row[0] == r.value:
-                return None
-        return None
+                break
+        found.append(_duplicate(r))
 
     def _count_sync(self, conn: sqlite3.Connection, rejections: list[Rejection]) -> list[Rejection]:
         """Count rejections per device and reason (each carries how many values it stands for)."""

@@ -135,6 +135,25 @@ class RecordingSink:
             return [(r.device, r.metric, r.reason) for r in self.rejections]
 
 
+class RefusingSink(RecordingSink):
+    """A sink that refuses every submit (the pipeline broken, or closed) with ``RuntimeError(why)``."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__()
+        self.why = why
+
+    def submit(
+        self,
+        readings: Sequence[Reading],
+        rejections: Sequence[Rejection] = (),
+        *,
+        ack: Ack | None = None,
+        delivery: Delivery | None = None,
+    ) -> None:
+        """Refuse."""
+        raise RuntimeError(self.why)
+
+
 def device(spec: dict[str, Any]) -> MqttDevice:
     """An MqttDevice from a devices.yaml-like dict (room r1)."""
     return MqttDevice.model_validate({"room": "r1", **spec})

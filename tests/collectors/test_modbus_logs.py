@@ -9,6 +9,7 @@ import pytest
 from collectors.modbus import ModbusCollector
 from collectors.sim_modbus import ModbusSimulator
 from core.clock import ManualClock
+from core.config import ModbusDevice
 from core.types import DeviceStatus, Reason
 from tests.collectors.conftest import RecordingSink, SimFactory, modbus_device
 
@@ -25,15 +26,27 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def run(
-    collector: ModbusCollector, clock: ManualClock, device: str, polls: int, *, before: dict[int, object]
+    sink: RecordingSink,
+    caplog: pytest.LogCaptureFixture,
+    device: ModbusDevice,
+    polls: int,
+    *,
+    before: dict[int, object],
 ) -> None:
-    """Poll ``device`` ``polls`` times, 1 s apart, awaiting ``before[n]`` (a coroutine) ahead of poll n."""
-    for n in range(polls):
-        step = before.get(n)
-        if step is not None:
-            await step  # type: ignore[misc]
-        await collector.poll(device)
-        clock.advance(1.0)
+    """A collector of ``device`` on a ManualClock, polled ``polls`` times 1 s apart, awaiting
+    ``before[n]`` (a coroutine) ahead of poll n, then closed. The log is read from the first poll."""
+    clock = ManualClock()
+    collector = ModbusCollector([device], sink, clock=clock)
+    caplog.clear()  # the simulator's "Server listening."
+    try:
+        for n in range(polls):
+            step = before.get(n)
+            if step is not None:
+                await step  # type: ignore[misc]
+            await collector.poll(device.id)
+            clock.advance(1.0)
+    finally:
+        await collector.close()
 
 
 async def test_one_isolated_bad_value_in_100_polls_writes_at_most_two_lines(
@@ -42,22 +55,16 @@ async def test_one_isolated_bad_value_in_100_polls_writes_at_most_two_lines(
     caplog.set_level(logging.INFO)
     sim = await modbus_sim([1])
     await sim.set_registers(1, "holding", 0, [546, 205])
-    clock = ManualClock()
-    collector = ModbusCollector([modbus_device("th-1", TH, port=sim.port)], sink, clock=clock)
-    caplog.clear()  # the simulator's "Server listening."
-    try:
-        await run(
-            collector,
-            clock,
-            "th-1",
-            100,
-            before={
-                50: sim.set_registers(1, "holding", 0, [0xFFFF]),  # the transmitter's fault code, once
-                51: sim.set_registers(1, "holding", 0, [547]),
-            },
-        )
-    finally:
-        await collector.close()
+    await run(
+        sink,
+        caplog,
+        modbus_device("th-1", TH, port=sim.port),
+        100,
+        before={
+            50: sim.set_registers(1, "holding", 0, [0xFFFF]),  # the transmitter's fault code, once
+            51: sim.set_registers(1, "holding", 0, [547]),
+        },
+    )
     label = f"device th-1 (127.0.0.1:{sim.port} unit 1)"
     assert lines(caplog) == [
         f"{label}: humidity (holding 0) rejected: sensor fault code 0xFFFF (fault_code)",
@@ -77,22 +84,16 @@ async def test_a_device_whose_only_value_is_rejected_says_so_in_the_same_two_lin
     caplog.set_level(logging.INFO)
     sim = await modbus_sim([3])
     await sim.set_registers(3, "input", 4, [612])
-    clock = ManualClock()
-    collector = ModbusCollector([modbus_device("co2-3", CO2, port=sim.port, unit=3)], sink, clock=clock)
-    caplog.clear()
-    try:
-        await run(
-            collector,
-            clock,
-            "co2-3",
-            100,
-            before={
-                10: sim.set_registers(3, "input", 4, [0xFFFF]),
-                11: sim.set_registers(3, "input", 4, [615]),
-            },
-        )
-    finally:
-        await collector.close()
+    await run(
+        sink,
+        caplog,
+        modbus_device("co2-3", CO2, port=sim.port, unit=3),
+        100,
+        before={
+            10: sim.set_registers(3, "input", 4, [0xFFFF]),
+            11: sim.set_registers(3, "input", 4, [615]),
+        },
+    )
     label = f"device co2-3 (127.0.0.1:{sim.port} unit 3)"
     assert lines(caplog) == [
         f"{label}: co2 (input 4) rejected: sensor fault code 0xFFFF (fault_code); no valid value left: faulty",
@@ -111,23 +112,17 @@ async def test_a_streak_is_logged_on_its_edges_with_its_count_and_reasons(
     caplog.set_level(logging.INFO)
     sim = await modbus_sim([1])
     await sim.set_registers(1, "holding", 0, [546, 205])
-    clock = ManualClock()
-    collector = ModbusCollector([modbus_device("th-1", TH, port=sim.port)], sink, clock=clock)
-    caplog.clear()  # the simulator's "Server listening."
-    try:
-        await run(
-            collector,
-            clock,
-            "th-1",
-            30,
-            before={
-                5: sim.set_registers(1, "holding", 1, [0x7FFF]),  # int16 fault code for 10 polls
-                15: sim.set_registers(1, "holding", 1, [900]),  # then 90.0 °C, outside −40…85, twice
-                17: sim.set_registers(1, "holding", 1, [210]),
-            },
-        )
-    finally:
-        await collector.close()
+    await run(
+        sink,
+        caplog,
+        modbus_device("th-1", TH, port=sim.port),
+        30,
+        before={
+            5: sim.set_registers(1, "holding", 1, [0x7FFF]),  # int16 fault code for 10 polls
+            15: sim.set_registers(1, "holding", 1, [900]),  # then 90.0 °C, outside −40…85, twice
+            17: sim.set_registers(1, "holding", 1, [210]),
+        },
+    )
     label = f"device th-1 (127.0.0.1:{sim.port} unit 1)"
     assert lines(caplog) == [
         f"{label}: temperature (holding 1) rejected: sensor fault code 0x7FFF (fault_code)",

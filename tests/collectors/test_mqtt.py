@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,11 +19,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from collectors.mqtt import MqttCollector, default_client_factory, parse_time
 from core.clock import ManualClock
 from core.config import MqttBroker
-from core.types import Ack, Delivery, DeviceStatus, Reading, Reason, Rejection
+from core.types import DeviceStatus, Reason
 from tests.collectors.mqtt_support import (
     ClientFactory,
     Publisher,
     RecordingSink,
+    RefusingSink,
     Start,
     broker_config,
     deliver,
@@ -521,19 +522,8 @@ def test_parse_time(value: object, expected: float | None) -> None:
 
 
 def test_a_failing_sink_does_not_escape_the_callback(caplog: pytest.LogCaptureFixture) -> None:
-    class Broken(RecordingSink):
-        def submit(
-            self,
-            readings: Sequence[Reading],
-            rejections: Sequence[Rejection] = (),
-            *,
-            ack: Ack | None = None,
-            delivery: Delivery | None = None,
-        ) -> None:
-            raise RuntimeError("sink down")
-
     dev = device({"id": "th-b", "mqtt": {"topic": "a/th-b"}, "points": TH})
-    collector, client = offline_collector([dev], Broken())
+    collector, client = offline_collector([dev], RefusingSink("sink down"))
     deliver(client, message("a/th-b", b'{"t": 20, "rh": 50}'))
     assert "sink down" in caplog.text
     # A QoS 1 message the sink did not take: its window slot is freed, but it is not acknowledged,

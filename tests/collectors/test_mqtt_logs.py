@@ -4,14 +4,21 @@ value at most one line at INFO, and no kind of message that writes a line per me
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from core.clock import ManualClock
-from core.types import Ack, Delivery, Reading, Reason, Rejection
-from tests.collectors.mqtt_support import RecordingSink, deliver, device, message, offline_collector
+from core.types import Reason
+from tests.collectors.mqtt_support import (
+    RecordingSink,
+    RefusingSink,
+    deliver,
+    device,
+    message,
+    offline_collector,
+)
 
 LOGGER = "bafang.collectors.mqtt"
 TH = [{"metric": "temperature", "path": "t"}, {"metric": "humidity", "path": "rh"}]
@@ -100,21 +107,6 @@ def test_a_new_reason_within_a_streak_says_what_it_follows(caplog: pytest.LogCap
     ]
 
 
-class Failing(RecordingSink):
-    """A sink that refuses everything (the pipeline broken)."""
-
-    def submit(
-        self,
-        readings: Sequence[Reading],
-        rejections: Sequence[Rejection] = (),
-        *,
-        ack: Ack | None = None,
-        delivery: Delivery | None = None,
-    ) -> None:
-        """Refuse."""
-        raise RuntimeError("pipeline closed")
-
-
 ENTRY: dict[str, Any] = {
     "id": "r3-th",
     "mqtt": {
@@ -169,7 +161,7 @@ def test_a_failing_sink_logs_its_traceback_once_a_minute_with_a_count(
     caplog.set_level(logging.INFO, logger=LOGGER)
     clock = ManualClock(NOW)
     dev = device({"id": "th-b", "mqtt": {"topic": "a/th-b"}, "points": TH})
-    collector, client = offline_collector([dev], Failing(), clock=clock)
+    collector, client = offline_collector([dev], RefusingSink("pipeline closed"), clock=clock)
     for i in range(1_000):
         deliver(client, message("a/th-b", b'{"t": 20, "rh": 50}', qos=1, mid=i + 1))
         clock.advance(0.01)
